@@ -1,0 +1,152 @@
+//! The repository `config` file: format version, repository id, chunk-id key, chunker and
+//! compression settings. Written once by `init`, never modified afterwards, so every run of
+//! every version cuts and names chunks the same way.
+
+use crate::envelope;
+use crate::error::{Error, IoContext, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const MAGIC: &[u8; 8] = b"COFFRCFG";
+/// Repository format version written by this build, and the range it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerConfig {
+    /// Always "fastcdc-v2020" in format version 1.
+    pub algorithm: String,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+    /// Gear-table seed: per-repository so cut points don't leak file contents across repositories.
+    pub seed: u64,
+}
+
+impl ChunkerConfig {
+    /// Defaults chosen by measuring dedup on nightly SQL dumps and on contentstore files
+    /// (see docs/format.md, "Chunker parameters").
+    pub fn default_with_seed(seed: u64) -> Self {
+        ChunkerConfig {
+            algorithm: "fastcdc-v2020".into(),
+            min_size: 128 * 1024,
+            avg_size: 512 * 1024,
+            max_size: 2 * 1024 * 1024,
+            seed,
+        }
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let pow2 = |v: u32| v.is_power_of_two();
+        let ok = self.algorithm == "fastcdc-v2020"
+            && pow2(self.min_size)
+            && pow2(self.avg_size)
+            && pow2(self.max_size)
+            && self.min_size >= 64
+            && self.min_size <= 1 << 20
+            && self.avg_size >= 256
+            && self.avg_size <= 4 << 20
+            && self.max_size >= 1024
+            && self.max_size <= 16 << 20
+            && self.min_size < self.avg_size
+            && self.avg_size < self.max_size;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::corrupt(path, 0, format!("unsupported chunker settings {self:?}")))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressionConfig {
+    /// "zstd" in format version 1.
+    pub algorithm: String,
+    pub level: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub repository_id: String,
+    /// Hex of the 32-byte BLAKE3 key chunk and tree ids are computed with.
+    pub chunk_key: String,
+    pub chunker: ChunkerConfig,
+    pub compression: CompressionConfig,
+    /// Packs are closed once they reach this many bytes.
+    pub pack_target_size: u64,
+    pub created: String,
+}
+
+impl Config {
+    pub fn new(random: &[u8; 48], level: i32, created: String) -> Config {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let seed = u64::from_le_bytes(random[40..48].try_into().expect("8 bytes"));
+        Config {
+            repository_id: hex(&random[..8]),
+            chunk_key: hex(&random[8..40]),
+            chunker: ChunkerConfig::default_with_seed(seed),
+            compression: CompressionConfig { algorithm: "zstd".into(), level },
+            pack_target_size: 16 * 1024 * 1024,
+            created,
+        }
+    }
+
+    pub fn key(&self) -> [u8; 32] {
+        let id = crate::id::Id::from_hex(&self.chunk_key).expect("validated at load");
+        id.0
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec_pretty(self).expect("config serialises");
+        envelope::encode(MAGIC, FORMAT_VERSION, &json)
+    }
+
+    pub fn decode(path: &Path, bytes: &[u8]) -> Result<Config> {
+        let (_, payload) = envelope::decode(path, "config", MAGIC, 1, FORMAT_VERSION, bytes)?;
+        let cfg: Config = serde_json::from_slice(payload).map_err(|e| {
+            Error::corrupt(path, envelope::HEADER_LEN as u64, format!("config payload: {e}"))
+        })?;
+        if crate::id::Id::from_hex(&cfg.chunk_key).is_none() {
+            return Err(Error::corrupt(path, envelope::HEADER_LEN as u64, "chunk_key is not 64 hex digits"));
+        }
+        cfg.chunker.validate(path)?;
+        if cfg.compression.algorithm != "zstd" || !(1..=22).contains(&cfg.compression.level) {
+            return Err(Error::corrupt(path, 0, format!("unsupported compression {:?}", cfg.compression)));
+        }
+        if cfg.pack_target_size < 1024 * 1024 || cfg.pack_target_size > 1 << 32 {
+            return Err(Error::corrupt(path, 0, "pack_target_size out of range"));
+        }
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config> {
+        let bytes = std::fs::read(path).ctx(path)?;
+        Config::decode(path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip() {
+        let c = Config::new(&[7u8; 48], 3, "2026-01-01T00:00:00Z".into());
+        let p = Path::new("config");
+        assert_eq!(Config::decode(p, &c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn truncated_config_names_file() {
+        let c = Config::new(&[7u8; 48], 3, "t".into()).encode();
+        let err = Config::decode(Path::new("/repo/config"), &c[..c.len() - 5]).unwrap_err();
+        assert!(err.to_string().contains("/repo/config") && err.to_string().contains("truncated"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Config::decode(Path::new("config"), &bytes);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The SQLite catalog `index.sqlite`: which pack holds each chunk, and what packs exist.
+//!
+//! It is a cache of what the packs' trailers say and can always be rebuilt from them
+//! ([`rebuild`]). It is never loaded whole into memory: lookups go to SQLite, fronted by an
+//! in-memory [`Filter`] that answers "certainly not stored" for most new chunks. Rows for a
+//! pack are inserted only after the pack is durable (packs → index → manifest).
+
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, Id, PackId};
+use crate::pack::{BlobKind, Compression, Entry, Finished};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+
+/// `PRAGMA user_version` of the schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS packs (
+    n INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    chunks INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    verified INTEGER
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id BLOB PRIMARY KEY,
+    pack INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    raw_len INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    compression INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
+";
+
+/// Where a chunk lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub entry: Entry,
+}
+
+/// A connection to the catalog. One per thread (rusqlite connections are not `Sync`).
+pub struct Index {
+    path: PathBuf,
+    conn: Connection,
+}
+
+fn sql<T>(path: &Path, r: rusqlite::Result<T>) -> Result<T> {
+    r.map_err(|e| Error::index(path, e))
+}
+
+impl Index {
+    /// Creates a fresh catalog (used by `init` and by [`rebuild`]).
+    pub fn create(path: &Path, repository_id: &str) -> Result<Index> {
+        let conn = sql(path, Connection::open(path))?;
+        let idx = Index { path: path.to_path_buf(), conn };
+        idx.configure()?;
+        sql(path, idx.conn.execute_batch(SCHEMA))?;
+        sql(path, idx.conn.execute("INSERT OR REPLACE INTO meta VALUES ('repository_id', ?1)", [repository_id]))?;
+        sql(path, idx.conn.pragma_update(None, "user_version", SCHEMA_VERSION))?;
+        Ok(idx)
+    }
+
+    /// Opens an existing catalog, checking it is one of ours, of a known version, for this
+    /// repository. A damaged or missing catalog is an error that says how to rebuild it.
+    pub fn open(path: &Path, repository_id: &str) -> Result<Index> {
+        let hint = "run `coffer repair index` to rebuild it from the packs";
+        if !path.exists() {
+            return Err(Error::corrupt(path, 0, format!("index database is missing; {hint}")));
+        }
+        let conn = sql(path, Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE))?;
+        let idx = Index { path: path.to_path_buf(), conn };
+        let bad = |what: String| Error::corrupt(path, 0, format!("{what}; {hint}"));
+        idx.configure().map_err(|e| bad(format!("index database unreadable ({e})")))?;
+        let version: i64 = idx
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| bad(format!("index database unreadable ({e})")))?;
+        if version != SCHEMA_VERSION {
+            return Err(bad(format!("index schema version {version}, expected {SCHEMA_VERSION}")));
+        }
+        let rid: Option<String> = idx
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'repository_id'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| bad(format!("index database unreadable ({e})")))?;
+        if rid.as_deref() != Some(repository_id) {
+            return Err(bad("index database belongs to another repository".into()));
+        }
+        Ok(idx)
+    }
+
+    fn configure(&self) -> Result<()> {
+        // WAL lets readers (restore, concurrent backups' lookups) proceed while one run writes;
+        // busy_timeout turns writer contention between two backups into waiting, not failing.
+        sql(&self.path, self.conn.busy_timeout(std::time::Duration::from_secs(60)))?;
+        let mode: String = sql(&self.path, self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)))?;
+        if mode.to_lowercase() != "wal" {
+            return Err(Error::corrupt(&self.path, 0, format!("cannot enable WAL (got {mode})")));
+        }
+        sql(&self.path, self.conn.pragma_update(None, "synchronous", "NORMAL"))?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn lookup(&self, id: &ChunkId) -> Result<Option<Location>> {
+        let mut st = sql(
+            &self.path,
+            self.conn.prepare_cached(
+                "SELECT p.id, c.offset, c.stored_len, c.raw_len, c.kind, c.compression
+                 FROM chunks c JOIN packs p ON p.n = c.pack WHERE c.id = ?1",
+            ),
+        )?;
+        let row = st
+            .query_row([&id.as_bytes()[..]], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?))
+            })
+            .optional();
+        let Some((pack, offset, stored, raw, kind, comp)) = sql(&self.path, row)? else { return Ok(None) };
+        let bad = || Error::corrupt(&self.path, 0, format!("bad row for chunk {}", id.short()));
+        let pack = PackId::from_slice(&pack).ok_or_else(bad)?;
+        let kind = match kind {
+            0 => BlobKind::Data,
+            1 => BlobKind::Tree,
+            _ => return Err(bad()),
+        };
+        let compression = match comp {
+            0 => Compression::None,
+            1 => Compression::Zstd,
+            _ => return Err(bad()),
+        };
+        let entry = Entry {
+            id: *id,
+            kind,
+            compression,
+            offset: u64::try_from(offset).map_err(|_| bad())?,
+            stored_len: u32::try_from(stored).map_err(|_| bad())?,
+            raw_len: u32::try_from(raw).map_err(|_| bad())?,
+        };
+        Ok(Some(Location { pack, entry }))
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> Result<bool> {
+        let mut st = sql(&self.path, self.conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1"))?;
+        sql(&self.path, st.exists([&id.as_bytes()[..]]))
+    }
+
+    /// Records a durable pack and its chunks in one transaction. A chunk already stored in
+    /// another pack keeps its first location (a concurrent run stored it too).
+    pub fn add_pack(&mut self, pack: &Finished, now: i64) -> Result<()> {
+        let path = self.path.clone();
+        let tx = sql(&path, self.conn.transaction())?;
+        {
+            sql(
+                &path,
+                tx.execute(
+                    "INSERT OR IGNORE INTO packs (id, size, chunks, created) VALUES (?1, ?2, ?3, ?4)",
+                    params![&pack.id.as_bytes()[..], pack.size as i64, pack.entries.len() as i64, now],
+                ),
+            )?;
+            let n: i64 = sql(&path, tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
+            let mut st = sql(&path, tx.prepare_cached("INSERT OR IGNORE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
+            for e in &pack.entries {
+                sql(
+                    &path,
+                    st.execute(params![
+                        &e.id.as_bytes()[..],
+                        n,
+                        e.offset as i64,
+                        e.stored_len as i64,
+                        e.raw_len as i64,
+                        e.kind as u8 as i64,
+                        e.compression as u8 as i64
+                    ]),
+                )?;
+            }
+        }
+        sql(&path, tx.commit())
+    }
+
+    /// Calls `f` with every chunk id (to build the in-memory filter), streaming.
+    pub fn for_each_chunk_id(&self, mut f: impl FnMut(Id)) -> Result<()> {
+        let mut st = sql(&self.path, self.conn.prepare("SELECT id FROM chunks"))?;
+        let mut rows = sql(&self.path, st.query([]))?;
+        while let Some(r) = sql(&self.path, rows.next())? {
+            let b: Vec<u8> = sql(&self.path, r.get(0))?;
+            if let Some(id) = Id::from_slice(&b) {
+                f(id);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn chunk_count(&self) -> Result<u64> {
+        sql(&self.path, self.conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0))).map(|v| v as u64)
+    }
+
+    /// `(count, total bytes)` of packs, and `(raw, stored)` bytes of all chunks.
+    pub fn totals(&self) -> Result<Totals> {
+        let (packs, pack_bytes) = sql(
+            &self.path,
+            self.conn.query_row("SELECT count(*), coalesce(sum(size),0) FROM packs", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))),
+        )?;
+        let (chunks, raw, stored) = sql(
+            &self.path,
+            self.conn.query_row("SELECT count(*), coalesce(sum(raw_len),0), coalesce(sum(stored_len),0) FROM chunks", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            }),
+        )?;
+        Ok(Totals { packs: packs as u64, pack_bytes: pack_bytes as u64, chunks: chunks as u64, raw_bytes: raw as u64, stored_bytes: stored as u64 })
+    }
+
+    /// Every indexed pack with its recorded size.
+    pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut st = sql(&self.path, self.conn.prepare("SELECT id, size FROM packs ORDER BY id"))?;
+        let rows = sql(&self.path, st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, size) = sql(&self.path, r)?;
+            let id = PackId::from_slice(&id).ok_or_else(|| Error::corrupt(&self.path, 0, "bad pack id row"))?;
+            out.push((id, size as u64));
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub packs: u64,
+    pub pack_bytes: u64,
+    pub chunks: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+/// Rebuilds the catalog from the packs' trailers into `path` (written to a temporary file and
+/// renamed over, so a failed rebuild leaves the old catalog). Returns packs indexed and any
+/// packs that could not be read.
+pub fn rebuild(repo: &Path, path: &Path, repository_id: &str, now: i64) -> Result<(u64, Vec<Error>)> {
+    let tmp = path.with_extension("rebuild");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+    }
+    let mut idx = Index::create(&tmp, repository_id)?;
+    let mut ok = 0;
+    let mut bad = Vec::new();
+    for pack_path in crate::repo::list_packs(repo)? {
+        let Some(id) = pack_path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else { continue };
+        let size = match std::fs::metadata(&pack_path) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                bad.push(Error::Io { path: pack_path, source: e });
+                continue;
+            }
+        };
+        match crate::pack::read_trailer(&pack_path) {
+            Ok(entries) => {
+                idx.add_pack(&Finished { id, size, entries }, now)?;
+                ok += 1;
+            }
+            Err(e) => bad.push(e),
+        }
+    }
+    sql(&tmp, idx.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
+    drop(idx);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    Ok((ok, bad))
+}
+
+/// A Bloom filter over chunk ids. Ids are already uniform hashes, so the probe positions are
+/// taken from the id's own bits instead of hashing again.
+pub struct Filter {
+    bits: Vec<u64>,
+    mask: u64,
+}
+
+impl Filter {
+    const PROBES: u32 = 7;
+
+    /// Sized for `expected` ids at about 10 bits each (≈1% false positives).
+    pub fn with_capacity(expected: u64) -> Filter {
+        let bits = (expected.max(1024) * 10).next_power_of_two();
+        Filter { bits: vec![0; (bits / 64) as usize], mask: bits - 1 }
+    }
+
+    fn probes(&self, id: &Id) -> impl Iterator<Item = u64> + '_ {
+        let a = id.prefix_u64();
+        let b = u64::from_le_bytes(id.0[8..16].try_into().expect("8 bytes")) | 1;
+        (0..Self::PROBES).map(move |i| a.wrapping_add(b.wrapping_mul(i as u64)) & self.mask)
+    }
+
+    pub fn insert(&mut self, id: &Id) {
+        let probes: Vec<u64> = self.probes(id).collect();
+        for p in probes {
+            self.bits[(p / 64) as usize] |= 1 << (p % 64);
+        }
+    }
+
+    pub fn may_contain(&self, id: &Id) -> bool {
+        self.probes(id).all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: u64) -> Id {
+        Id(*blake3::hash(&i.to_le_bytes()).as_bytes())
+    }
+
+    #[test]
+    fn filter_has_no_false_negatives_and_few_false_positives() {
+        let mut f = Filter::with_capacity(10_000);
+        for i in 0..10_000 {
+            f.insert(&id(i));
+        }
+        assert!((0..10_000).all(|i| f.may_contain(&id(i))));
+        let fp = (10_000..110_000).filter(|&i| f.may_contain(&id(i))).count();
+        assert!(fp < 3_000, "false positive rate too high: {fp}/100000");
+    }
+
+    #[test]
+    fn add_lookup_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.sqlite");
+        let mut idx = Index::create(&p, "r1").unwrap();
+        let e = Entry { id: ChunkId(id(1)), kind: BlobKind::Data, compression: Compression::Zstd, offset: 12, stored_len: 5, raw_len: 9 };
+        let pack = Finished { id: PackId(id(99)), size: 100, entries: vec![e] };
+        idx.add_pack(&pack, 0).unwrap();
+        drop(idx);
+        let idx = Index::open(&p, "r1").unwrap();
+        assert_eq!(idx.lookup(&e.id).unwrap(), Some(Location { pack: pack.id, entry: e }));
+        assert_eq!(idx.lookup(&ChunkId(id(2))).unwrap(), None);
+        assert!(Index::open(&p, "other").is_err());
+    }
+
+    #[test]
+    fn garbage_index_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.sqlite");
+        std::fs::write(&p, vec![0x5au8; 8192]).unwrap();
+        let err = Index::open(&p, "r1").err().expect("garbage must not open");
+        let msg = err.to_string();
+        assert!(msg.contains("index.sqlite") && msg.contains("repair index"), "{msg}");
+    }
+}

@@ -1,0 +1,20 @@
+//! coffer: a content-addressed, deduplicating archiver for multi-part application backups.
+//!
+//! The library holds all behaviour; `src/main.rs` and `src/cli/` only parse, call and print.
+//! See `docs/architecture.md` for the map of modules and `docs/format.md` for the on-disk
+//! format they implement.
+pub mod chunker;
+pub mod clock;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod repo;
+pub mod set;
+pub mod store;
+pub mod sys;
+pub mod tree;
+
+pub use error::{Error, ErrorKind, Result};

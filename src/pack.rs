@@ -1,0 +1,373 @@
+//! Pack files: immutable containers of chunk blobs with a self-describing trailer.
+//!
+//! ```text
+//! header  "COFFRPAK" | version u32
+//! blobs   stored bytes of each chunk, back to back (zstd frame or raw)
+//! entries count x 52-byte entry (see `Entry::encode`)
+//! footer  count u32 | version u32 | BLAKE3(entries) [32] | "COFFRPKT"
+//! ```
+//! A pack's name is the BLAKE3 of the whole file, so a pack can be checked without the index,
+//! and the trailer alone rebuilds the index. Packs are written under `packs/tmp/`, fsynced, then
+//! renamed into `packs/<first two hex digits>/<id>`: a pack either exists whole or not at all.
+
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, Id, PackId};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub const MAGIC: &[u8; 8] = b"COFFRPAK";
+pub const FOOTER_MAGIC: &[u8; 8] = b"COFFRPKT";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: u64 = 12;
+pub const ENTRY_LEN: usize = 52;
+pub const FOOTER_LEN: usize = 48;
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BlobKind {
+    Data = 0,
+    Tree = 1,
+}
+
+/// How a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+/// One trailer entry: where a chunk is in its pack and how to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub id: ChunkId,
+    pub kind: BlobKind,
+    pub compression: Compression,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+impl Entry {
+    /// `id[32] | kind u8 | compression u8 | reserved u16 = 0 | stored_len u32 | raw_len u32 | offset u64`
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.id.as_bytes());
+        out.push(self.kind as u8);
+        out.push(self.compression as u8);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        out.extend_from_slice(&self.raw_len.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+    }
+
+    pub fn decode(b: &[u8]) -> std::result::Result<Entry, String> {
+        if b.len() != ENTRY_LEN {
+            return Err(format!("entry is {} bytes, expected {ENTRY_LEN}", b.len()));
+        }
+        let id = ChunkId(Id(b[..32].try_into().expect("32 bytes")));
+        let kind = match b[32] {
+            0 => BlobKind::Data,
+            1 => BlobKind::Tree,
+            k => return Err(format!("unknown blob kind {k}")),
+        };
+        let compression = match b[33] {
+            0 => Compression::None,
+            1 => Compression::Zstd,
+            c => return Err(format!("unknown compression {c}")),
+        };
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Ok(Entry {
+            id,
+            kind,
+            compression,
+            stored_len: u32_at(36),
+            raw_len: u32_at(40),
+            offset: u64::from_le_bytes(b[44..52].try_into().expect("8 bytes")),
+        })
+    }
+}
+
+/// Encodes the trailer (entries + footer) for `entries`.
+pub fn encode_trailer(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_LEN + FOOTER_LEN);
+    for e in entries {
+        e.encode(&mut out);
+    }
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(sum.as_bytes());
+    out.extend_from_slice(FOOTER_MAGIC);
+    out
+}
+
+/// Decodes and validates a trailer given the last bytes of a pack of `file_len` bytes.
+/// `tail` must hold at least the footer; returns `Err(needed)` via `TrailerNeed` when more
+/// bytes are required to see all entries.
+pub enum TrailerRead {
+    Done(Vec<Entry>),
+    NeedTail(u64),
+}
+
+pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8]) -> Result<TrailerRead> {
+    let min_len = HEADER_LEN + FOOTER_LEN as u64;
+    if file_len < min_len || (tail.len() as u64) < (FOOTER_LEN as u64).min(file_len) {
+        return Err(Error::corrupt(path, file_len, format!("pack is {file_len} bytes, too short to hold a trailer")));
+    }
+    let f = &tail[tail.len() - FOOTER_LEN..];
+    let footer_off = file_len - FOOTER_LEN as u64;
+    if &f[40..48] != FOOTER_MAGIC {
+        return Err(Error::corrupt(path, footer_off + 40, "pack footer magic missing (truncated or not a pack)"));
+    }
+    let count = u32::from_le_bytes(f[0..4].try_into().expect("4 bytes")) as u64;
+    let version = u32::from_le_bytes(f[4..8].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(Error::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: VERSION.to_string() });
+    }
+    let entries_len = count * ENTRY_LEN as u64;
+    if entries_len + FOOTER_LEN as u64 + HEADER_LEN > file_len {
+        return Err(Error::corrupt(path, footer_off, format!("footer claims {count} entries, more than the pack can hold")));
+    }
+    let needed = entries_len + FOOTER_LEN as u64;
+    if (tail.len() as u64) < needed {
+        return Ok(TrailerRead::NeedTail(needed));
+    }
+    let entries_bytes = &tail[tail.len() - needed as usize..tail.len() - FOOTER_LEN];
+    let entries_off = file_len - needed;
+    if blake3::hash(entries_bytes).as_bytes() != &f[8..40] {
+        return Err(Error::corrupt(path, entries_off, "pack trailer checksum mismatch"));
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    let mut expect_off = HEADER_LEN;
+    for (i, chunk) in entries_bytes.chunks_exact(ENTRY_LEN).enumerate() {
+        let at = entries_off + (i * ENTRY_LEN) as u64;
+        let e = Entry::decode(chunk).map_err(|w| Error::corrupt(path, at, w))?;
+        // Blobs are written back to back; anything else means the trailer lies.
+        if e.offset != expect_off || e.offset + e.stored_len as u64 > entries_off {
+            return Err(Error::corrupt(path, at, format!("entry {i} points outside the pack body")));
+        }
+        if e.compression == Compression::None && e.stored_len != e.raw_len {
+            return Err(Error::corrupt(path, at, format!("entry {i}: raw blob with two different lengths")));
+        }
+        expect_off += e.stored_len as u64;
+        out.push(e);
+    }
+    if expect_off != entries_off {
+        return Err(Error::corrupt(path, expect_off, "pack body has bytes no entry accounts for"));
+    }
+    Ok(TrailerRead::Done(out))
+}
+
+/// Reads and validates the trailer of the pack at `path`, reading only the file's tail.
+pub fn read_trailer(path: &Path) -> Result<Vec<Entry>> {
+    let file = File::open(path).ctx(path)?;
+    let len = file.metadata().ctx(path)?.len();
+    let mut want = (FOOTER_LEN as u64 + 64 * ENTRY_LEN as u64).min(len);
+    loop {
+        let mut tail = vec![0u8; want as usize];
+        file.read_exact_at(&mut tail, len - want).ctx(path)?;
+        match decode_trailer(path, len, &tail)? {
+            TrailerRead::Done(entries) => return Ok(entries),
+            TrailerRead::NeedTail(n) if n > want && n <= len => want = n,
+            TrailerRead::NeedTail(_) => return Err(Error::corrupt(path, 0, "pack trailer length is inconsistent")),
+        }
+    }
+}
+
+/// Decodes a stored blob to its raw bytes and checks it is the chunk it claims to be.
+pub fn decode_blob(path: &Path, e: &Entry, stored: &[u8], hasher: &crate::chunker::Hasher) -> Result<Vec<u8>> {
+    let raw = match e.compression {
+        Compression::None => stored.to_vec(),
+        Compression::Zstd => zstd::bulk::decompress(stored, e.raw_len as usize)
+            .map_err(|err| Error::corrupt(path, e.offset, format!("chunk {}: zstd: {err}", e.id.short())))?,
+    };
+    if raw.len() != e.raw_len as usize {
+        return Err(Error::corrupt(path, e.offset, format!("chunk {}: {} bytes, expected {}", e.id.short(), raw.len(), e.raw_len)));
+    }
+    if hasher.id(&raw) != e.id {
+        return Err(Error::corrupt(path, e.offset, format!("chunk {}: content does not match its id", e.id.short())));
+    }
+    Ok(raw)
+}
+
+/// Compresses a chunk, or keeps it raw when zstd doesn't save at least 1/32 of it.
+pub fn compress(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
+    if raw.len() >= 64 {
+        if let Ok(c) = zstd::bulk::compress(raw, level) {
+            if c.len() + raw.len() / 32 < raw.len() {
+                return (Compression::Zstd, c);
+            }
+        }
+    }
+    (Compression::None, raw.to_vec())
+}
+
+/// The path of a pack inside the repository.
+pub fn pack_path(repo: &Path, id: &PackId) -> PathBuf {
+    let hex = id.to_hex();
+    repo.join("packs").join(&hex[..2]).join(hex)
+}
+
+/// A finished, durable pack.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub id: PackId,
+    pub size: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// Writes one pack. Not thread-safe by design: the pipeline has exactly one pack writer.
+pub struct PackWriter {
+    repo: PathBuf,
+    tmp_path: PathBuf,
+    out: BufWriter<File>,
+    hash: blake3::Hasher,
+    offset: u64,
+    entries: Vec<Entry>,
+}
+
+impl PackWriter {
+    pub fn create(repo: &Path) -> Result<PackWriter> {
+        let tmp_dir = repo.join("tmp");
+        let mut rnd = [0u8; 8];
+        getrandom::getrandom(&mut rnd).map_err(|e| Error::Failed(format!("random: {e}")))?;
+        let name = format!("{}-{}.tmp", std::process::id(), Id(blake3::hash(&rnd).into()).to_hex()[..16].to_owned());
+        let tmp_path = tmp_dir.join(name);
+        let file = File::create(&tmp_path).ctx(&tmp_path)?;
+        let mut w = PackWriter {
+            repo: repo.to_path_buf(),
+            tmp_path,
+            out: BufWriter::with_capacity(1 << 20, file),
+            hash: blake3::Hasher::new(),
+            offset: 0,
+            entries: Vec::new(),
+        };
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        w.write(&header)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.out.write_all(b).ctx(&self.tmp_path)?;
+        self.hash.update(b);
+        self.offset += b.len() as u64;
+        Ok(())
+    }
+
+    /// Appends a stored blob.
+    pub fn add(&mut self, id: ChunkId, kind: BlobKind, compression: Compression, stored: &[u8], raw_len: u32) -> Result<()> {
+        let offset = self.offset;
+        self.write(stored)?;
+        self.entries.push(Entry { id, kind, compression, offset, stored_len: stored.len() as u32, raw_len });
+        Ok(())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes the trailer, fsyncs, renames into place and fsyncs the directory.
+    pub fn finish(mut self) -> Result<Finished> {
+        let trailer = encode_trailer(&self.entries);
+        self.write(&trailer)?;
+        let file = self.out.into_inner().map_err(|e| Error::Io { path: self.tmp_path.clone(), source: e.into_error() })?;
+        file.sync_all().ctx(&self.tmp_path)?;
+        drop(file);
+        let id = PackId(Id(*self.hash.finalize().as_bytes()));
+        let dest = pack_path(&self.repo, &id);
+        let dir = dest.parent().expect("pack path has a parent");
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).ctx(dir)?;
+            crate::store::sync_dir(dir.parent().expect("packs dir"))?;
+        }
+        std::fs::rename(&self.tmp_path, &dest).ctx(&dest)?;
+        crate::store::sync_dir(dir)?;
+        Ok(Finished { id, size: self.offset, entries: self.entries })
+    }
+
+    /// Gives up on this pack (an error elsewhere ended the run).
+    pub fn abandon(self) {
+        let path = self.tmp_path.clone();
+        drop(self);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entries_strategy() -> impl Strategy<Value = Vec<Entry>> {
+        proptest::collection::vec((any::<[u8; 32]>(), any::<bool>(), any::<bool>(), 0u32..5000, 0u32..9000), 0..40).prop_map(
+            |v| {
+                let mut off = HEADER_LEN;
+                v.into_iter()
+                    .map(|(id, tree, z, stored, raw)| {
+                        let compression = if z { Compression::Zstd } else { Compression::None };
+                        let raw_len = if z { raw } else { stored };
+                        let e = Entry {
+                            id: ChunkId(Id(id)),
+                            kind: if tree { BlobKind::Tree } else { BlobKind::Data },
+                            compression,
+                            offset: off,
+                            stored_len: stored,
+                            raw_len,
+                        };
+                        off += stored as u64;
+                        e
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn trailer_round_trip(entries in entries_strategy()) {
+            let body: u64 = entries.iter().map(|e| e.stored_len as u64).sum();
+            let trailer = encode_trailer(&entries);
+            let len = HEADER_LEN + body + trailer.len() as u64;
+            match decode_trailer(Path::new("p"), len, &trailer).unwrap() {
+                TrailerRead::Done(got) => prop_assert_eq!(got, entries),
+                TrailerRead::NeedTail(_) => prop_assert!(false, "full trailer given"),
+            }
+        }
+
+        #[test]
+        fn trailer_garbage_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..400), len in 0u64..100_000) {
+            let _ = decode_trailer(Path::new("p"), len.max(tail.len() as u64), &tail);
+        }
+
+        #[test]
+        fn flipped_trailer_byte_is_detected(entries in entries_strategy(), flip in any::<usize>()) {
+            prop_assume!(!entries.is_empty());
+            let body: u64 = entries.iter().map(|e| e.stored_len as u64).sum();
+            let mut trailer = encode_trailer(&entries);
+            let i = flip % trailer.len();
+            trailer[i] ^= 0x10;
+            let len = HEADER_LEN + body + trailer.len() as u64;
+            let r = decode_trailer(Path::new("p"), len, &trailer);
+            prop_assert!(!matches!(r, Ok(TrailerRead::Done(ref got)) if *got != entries));
+        }
+    }
+
+    #[test]
+    fn compression_pays_or_stays_raw() {
+        let text = b"alfresco ".repeat(1000);
+        assert_eq!(compress(&text, 3).0, Compression::Zstd);
+        let random = crate::chunker::tests_support::seeded(1, 4096);
+        let (c, stored) = compress(&random, 3);
+        assert_eq!(c, Compression::None);
+        assert_eq!(stored, random);
+    }
+}

@@ -1,0 +1,248 @@
+//! A repository on a local directory: its layout, opening and creating it, and reading
+//! chunks, trees and set manifests back.
+//!
+//! ```text
+//! config          repository settings (written once, by init)
+//! index.sqlite    the catalog: a cache of what packs/ and sets/ say
+//! packs/xx/<id>   immutable pack files
+//! sets/<id>       immutable set manifests; their rename into place commits a set
+//! locks/          leases held by running commands
+//! tmp/            files being written; never read as data
+//! ```
+
+use crate::chunker::Hasher;
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, PackId, SetId, TreeId};
+use crate::index::Index;
+use crate::pack::{self, BlobKind};
+use crate::set::Manifest;
+use crate::tree::Tree;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub struct Repo {
+    pub root: PathBuf,
+    pub config: Config,
+    pub hasher: Hasher,
+    /// One catalog connection per worker thread (connections are not `Sync`).
+    indexes: Vec<Mutex<Option<Index>>>,
+    open_packs: Mutex<HashMap<PackId, Arc<File>>>,
+}
+
+const MAX_OPEN_PACKS: usize = 128;
+
+impl Repo {
+    pub fn config_path(root: &Path) -> PathBuf {
+        root.join("config")
+    }
+    pub fn index_path(&self) -> PathBuf {
+        self.root.join("index.sqlite")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    pub fn sets_dir(&self) -> PathBuf {
+        self.root.join("sets")
+    }
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    /// Creates a repository in `root`, which must be missing or an empty directory.
+    pub fn init(root: &Path, compression_level: i32, now: String) -> Result<Repo> {
+        if root.exists() {
+            if Repo::config_path(root).exists() {
+                return Err(Error::InvalidInput(format!("{}: already a coffer repository", root.display())));
+            }
+            let mut entries = std::fs::read_dir(root).ctx(root)?;
+            if entries.next().is_some() {
+                return Err(Error::InvalidInput(format!(
+                    "{}: directory is not empty and is not a coffer repository; refusing to initialise it",
+                    root.display()
+                )));
+            }
+        }
+        if !(1..=22).contains(&compression_level) {
+            return Err(Error::InvalidInput(format!("compression level {compression_level} is outside 1..=22")));
+        }
+        for d in ["", "packs", "sets", "locks", "tmp"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).ctx(&p)?;
+        }
+        let mut random = [0u8; 48];
+        getrandom::getrandom(&mut random).map_err(|e| Error::Failed(format!("no randomness for the chunk key: {e}")))?;
+        let config = Config::new(&random, compression_level, now);
+        Index::create(&root.join("index.sqlite"), &config.repository_id)?;
+        // The config goes last: a directory is a repository only once it is complete.
+        crate::store::write_atomic(&root.join("tmp"), &Repo::config_path(root), &config.encode())?;
+        Repo::open(root)
+    }
+
+    pub fn open(root: &Path) -> Result<Repo> {
+        let meta = std::fs::metadata(root).map_err(|e| Error::NotARepository { path: root.to_path_buf(), why: e.to_string() })?;
+        if !meta.is_dir() {
+            return Err(Error::NotARepository { path: root.to_path_buf(), why: "not a directory".into() });
+        }
+        let cfg_path = Repo::config_path(root);
+        if !cfg_path.exists() {
+            return Err(Error::NotARepository { path: root.to_path_buf(), why: "no config file".into() });
+        }
+        let config = Config::load(&cfg_path)?;
+        for d in ["packs", "sets", "locks", "tmp"] {
+            let p = root.join(d);
+            if !p.is_dir() {
+                return Err(Error::NotARepository { path: root.to_path_buf(), why: format!("missing {d}/ directory") });
+            }
+        }
+        let threads = rayon::current_num_threads().max(1) + 2;
+        let repo = Repo {
+            root: root.to_path_buf(),
+            hasher: Hasher::new(config.key()),
+            config,
+            indexes: (0..threads).map(|_| Mutex::new(None)).collect(),
+            open_packs: Mutex::new(HashMap::new()),
+        };
+        // Open one connection now so a damaged catalog is reported at open, not mid-run.
+        drop(repo.index()?);
+        Ok(repo)
+    }
+
+    /// A catalog connection for the calling thread.
+    pub fn index(&self) -> Result<IndexGuard<'_>> {
+        let n = self.indexes.len();
+        let slot = rayon::current_thread_index().map(|i| i % (n - 1)).unwrap_or(n - 1);
+        let mut g = self.indexes[slot].lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(Index::open(&self.index_path(), &self.config.repository_id)?);
+        }
+        Ok(IndexGuard(g))
+    }
+
+    fn pack_file(&self, id: &PackId) -> Result<Arc<File>> {
+        let mut open = self.open_packs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = open.get(id) {
+            return Ok(f.clone());
+        }
+        let path = pack::pack_path(&self.root, id);
+        let f = Arc::new(File::open(&path).ctx(&path)?);
+        if open.len() >= MAX_OPEN_PACKS {
+            open.clear();
+        }
+        open.insert(*id, f.clone());
+        Ok(f)
+    }
+
+    /// Reads one chunk, decompressed and checked against its id.
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let loc = self
+            .index()?
+            .lookup(id)?
+            .ok_or_else(|| Error::NotFound(format!("chunk {} is not in the index (repository damaged?)", id.short())))?;
+        self.read_entry(&loc.pack, &loc.entry)
+    }
+
+    pub fn read_entry(&self, pack_id: &PackId, e: &pack::Entry) -> Result<Vec<u8>> {
+        let path = pack::pack_path(&self.root, pack_id);
+        let f = self.pack_file(pack_id)?;
+        let mut stored = vec![0u8; e.stored_len as usize];
+        f.read_exact_at(&mut stored, e.offset).map_err(|err| {
+            if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(&path, e.offset, format!("pack truncated: chunk {} lies past its end", e.id.short()))
+            } else {
+                Error::Io { path: path.clone(), source: err }
+            }
+        })?;
+        pack::decode_blob(&path, e, &stored, &self.hasher)
+    }
+
+    pub fn read_tree(&self, id: &TreeId) -> Result<Tree> {
+        let loc = self
+            .index()?
+            .lookup(&id.as_chunk())?
+            .ok_or_else(|| Error::NotFound(format!("tree {} is not in the index (repository damaged?)", id.short())))?;
+        if loc.entry.kind != BlobKind::Tree {
+            return Err(Error::corrupt(pack::pack_path(&self.root, &loc.pack), loc.entry.offset, "expected a tree blob"));
+        }
+        let bytes = self.read_entry(&loc.pack, &loc.entry)?;
+        Tree::decode(&pack::pack_path(&self.root, &loc.pack), loc.entry.offset, &bytes)
+    }
+
+    /// Every committed set, oldest first (by start time, then id).
+    pub fn list_sets(&self) -> Result<Vec<(SetId, Manifest)>> {
+        let dir = self.sets_dir();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).ctx(&dir)? {
+            let e = e.ctx(&dir)?;
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 64 || name.parse::<SetId>().is_err() {
+                continue;
+            }
+            out.push(crate::set::load(&e.path())?);
+        }
+        out.sort_by(|a, b| (crate::clock::parse(&a.1.started).ok(), a.0).cmp(&(crate::clock::parse(&b.1.started).ok(), b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or a unique id prefix.
+    pub fn resolve_set(&self, spec: &str) -> Result<(SetId, Manifest)> {
+        let sets = self.list_sets()?;
+        if spec == "latest" {
+            return sets.into_iter().last().ok_or_else(|| Error::NotFound("the repository has no sets yet".into()));
+        }
+        if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidInput(format!("{spec:?} is not a set id, id prefix or \"latest\"")));
+        }
+        let spec = spec.to_ascii_lowercase();
+        let mut hits: Vec<_> = sets.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec)).collect();
+        match hits.len() {
+            0 => Err(Error::NotFound(format!("no set matches {spec:?}"))),
+            1 => Ok(hits.remove(0)),
+            n => Err(Error::InvalidInput(format!("{spec:?} matches {n} sets; give more digits"))),
+        }
+    }
+
+    /// Commits a manifest: temp file, fsync, rename to `sets/<id>`. This is the commit point.
+    pub fn commit_manifest(&self, m: &Manifest) -> Result<SetId> {
+        let bytes = m.encode();
+        let id = Manifest::id_of(&bytes);
+        crate::store::write_atomic(&self.tmp_dir(), &self.sets_dir().join(id.to_hex()), &bytes)?;
+        Ok(id)
+    }
+}
+
+pub struct IndexGuard<'a>(MutexGuard<'a, Option<Index>>);
+
+impl std::ops::Deref for IndexGuard<'_> {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        self.0.as_ref().expect("opened in Repo::index")
+    }
+}
+impl std::ops::DerefMut for IndexGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Index {
+        self.0.as_mut().expect("opened in Repo::index")
+    }
+}
+
+/// Every file under `packs/xx/`, in name order.
+pub fn list_packs(root: &Path) -> Result<Vec<PathBuf>> {
+    let packs = root.join("packs");
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(&packs).ctx(&packs)? {
+        let d = d.ctx(&packs)?;
+        let name = d.file_name();
+        if name.len() != 2 || !d.file_type().ctx(&d.path())?.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(d.path()).ctx(&d.path())? {
+            out.push(f.ctx(&d.path())?.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,55 @@
+//! The crate's only `unsafe` code: memory maps and a few libc calls.
+//!
+//! # Safety
+//! A memory map of a file is only sound while nobody truncates the file underneath it; a
+//! backup source can be modified at any time. We accept that risk the way every mmap-based
+//! archiver does, but limit it: maps are read-only and private, used only for files at least
+//! [`MMAP_THRESHOLD`] bytes long, and a concurrent truncation surfaces as SIGBUS only for
+//! files being rewritten in place, which a contentstore (immutable files) and a finished dump
+//! never are. Everything else here is a plain syscall wrapper with no memory effects.
+
+use memmap2::{Mmap, MmapOptions};
+use std::fs::File;
+use std::path::Path;
+
+/// Files at least this large are memory-mapped and chunked in parallel batches.
+pub const MMAP_THRESHOLD: u64 = 8 * 1024 * 1024;
+
+/// Maps `file` read-only. See the module's safety note.
+pub fn map(file: &File, path: &Path) -> crate::Result<Mmap> {
+    // SAFETY: read-only private map; see the module doc for the truncation caveat.
+    let m = unsafe { MmapOptions::new().map(file) };
+    let m = m.map_err(|source| crate::Error::Io { path: path.to_path_buf(), source })?;
+    let _ = m.advise(memmap2::Advice::Sequential);
+    Ok(m)
+}
+
+/// Tells the kernel we are done with a range of a map, so a 50 GB dump does not count as
+/// 50 GB of resident memory. Best effort.
+pub fn release(map: &Mmap, offset: usize, len: usize) {
+    let page = 4096;
+    let start = offset.div_ceil(page) * page;
+    let end = (offset + len) / page * page;
+    if end > start {
+        // SAFETY: DONTNEED on a read-only private file map only drops cached pages; later
+        // reads fault them back in from the file. We never hold slices into the range after
+        // releasing it.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+    }
+}
+
+/// Is a process with this pid alive on this host?
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill(pid, 0) sends nothing; it only checks existence and permission.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Is the effective user root (then restore also restores ownership)?
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

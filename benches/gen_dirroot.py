@@ -156,19 +156,33 @@ def store_path(ts: float) -> str:
     return f"{t.tm_year}/{t.tm_mon}/{t.tm_mday}/{t.tm_hour}/{t.tm_min}"
 
 
-def doc_size(r: random.Random) -> int:
-    """Skewed, log-uniform within bands: many small office files, some big scans,
-    a few very large files. Mean is ~0.9 MiB, so --docs 1700 gives ~1.5 GB."""
-    x = r.random()
-    if x < 0.06:
-        lo, hi = 1 * KiB, 10 * KiB          # thumbnails, tiny text
-    elif x < 0.90:
-        lo, hi = 10 * KiB, 500 * KiB        # the bulk: letters, forms, small PDFs
-    elif x < 0.995:
-        lo, hi = 1 * MiB, 20 * MiB          # scans, presentations
-    else:
-        lo, hi = 20 * MiB, 50 * MiB         # the odd video or huge scan
-    return int(math.exp(r.uniform(math.log(lo), math.log(hi))))
+# Size bands: (cumulative probability, low, high); log-uniform inside a band.
+SIZE_BANDS = [
+    (0.06, 1 * KiB, 10 * KiB),      # thumbnails, tiny text
+    (0.90, 10 * KiB, 500 * KiB),    # the bulk: letters, forms, small PDFs
+    (0.995, 1 * MiB, 20 * MiB),     # scans, presentations
+    (1.0, 20 * MiB, 50 * MiB),      # the odd video or huge scan
+]
+
+
+def size_at(u: float) -> int:
+    """Inverse CDF of the skewed document size distribution (mean ~0.87 MiB)."""
+    p0 = 0.0
+    for p1, lo, hi in SIZE_BANDS:
+        if u < p1 or p1 == 1.0:
+            f = min(1.0, (u - p0) / (p1 - p0))
+            return int(math.exp(math.log(lo) + f * (math.log(hi) - math.log(lo))))
+        p0 = p1
+    raise AssertionError
+
+
+def doc_sizes(r: random.Random, n: int) -> list[int]:
+    """n sizes by stratified sampling: one draw per 1/n quantile slice, shuffled.
+    Same distribution as i.i.d. draws, but the heavy tail no longer makes the total
+    swing wildly, so --docs controls the corpus size and nights stay at 2-5%."""
+    sizes = [size_at((i + r.random()) / n) for i in range(n)]
+    r.shuffle(sizes)
+    return sizes
 
 
 def pick_mime(r: random.Random, binary: bool | None = None) -> int:
@@ -363,22 +377,27 @@ class Db:
         self.assoc(parent, nid, name)
         return nid
 
+    def folder_node(self, r, ts: float, parent: int) -> int:
+        nid = self.node(r, ts, T_FOLDER)
+        name = self.phrase(r, 1, 4).title()
+        self.prop_str(nid, Q_NAME, name)
+        self.prop_str(nid, Q_TITLE, name)
+        if r.random() < 0.5:
+            self.prop_str(nid, Q_DESC, self.phrase(r, 5, 20).capitalize())
+        self.assoc(parent, nid, name)
+        return nid
+
     def filler_node(self, r, ts: float, folders: list[int]) -> None:
         """Non-content nodes (folders, people, actions, ratings, posts...) that make up
         most of a real Alfresco database and hence most of the dump."""
         if self.c["alf_node"] % 8 == 0 or self.txn == 0:
             self.new_txn(ts)
         x = r.random()
-        parent = r.choice(folders) if folders else 1
-        if x < 0.3:
-            nid = self.node(r, ts, T_FOLDER)
-            name = self.phrase(r, 1, 4).title()
-            self.prop_str(nid, Q_NAME, name)
-            self.prop_str(nid, Q_TITLE, name)
-            if r.random() < 0.5:
-                self.prop_str(nid, Q_DESC, self.phrase(r, 5, 20).capitalize())
-            folders.append(nid)
-        elif x < 0.33:
+        parent = r.choice(folders)
+        if x < 0.08:
+            folders.append(self.folder_node(r, ts, parent))
+            return
+        if x < 0.1:
             nid = self.node(r, ts, T_PERSON)
             first, last = r.choice(self.words[:500]), r.choice(self.words[:2000])
             name = f"{first}.{last}"
@@ -636,21 +655,18 @@ def cmd_init(a) -> None:
     # Bootstrap: company home, sites, data dictionary, user homes ...
     boot_ts = day_start(first) - 86400 + 3600
     db.new_txn(boot_ts)
-    folders: list[int] = []
+    folders = [db.folder_node(r, boot_ts, 0)]
     for _ in range(40):
-        db.filler_node(random.Random(f"{a.seed}:boot:{len(folders)}"), boot_ts, folders or [])
-        if not folders:
-            folders.append(1)
-    folders = [f for f in folders]
+        folders.append(db.folder_node(r, boot_ts, r.choice(folders)))
 
     # Interleave docs with filler nodes so that after doc i the dump is ~(i+1)/docs of
     # the target size: self-calibrating, no per-row size estimate needed.
     target = a.dump_mb * MiB
     docs = []
     cs_bytes = 0
-    for i, ts in enumerate(times):
+    sizes = doc_sizes(r, a.docs)
+    for i, (ts, size) in enumerate(zip(times, sizes)):
         mime = pick_mime(r)
-        size = doc_size(r)
         rel = new_rel(db, ts)
         write_doc(root, a.seed, rel, mime, size, ts)
         cs_bytes += size
@@ -736,8 +752,8 @@ def cmd_night(a) -> None:
     ts_of = lambda: day_start(day) + r.randint(7 * 3600, 19 * 3600 - 1) + r.random()
 
     # 1. New uploads: new files in today's time directories, new rows everywhere.
-    for ts in sorted(ts_of() for _ in range(n_new)):
-        mime, size = pick_mime(r), doc_size(r)
+    for ts, size in zip(sorted(ts_of() for _ in range(n_new)), doc_sizes(r, n_new)):
+        mime = pick_mime(r)
         rel = new_rel(db, ts)
         write_doc(root, seed, rel, mime, size, ts)
         written += size
@@ -753,6 +769,7 @@ def cmd_night(a) -> None:
     upd_node: dict[str, tuple[float, str]] = {}    # node id -> (ts, modifier)
     upd_cd: dict[str, int] = {}                    # content_data id -> new content_url id
     upd_label: dict[str, str] = {}                 # node id -> new version label
+    frozen: dict[str, int] = {}                    # content_data id -> version node id
     for i in vers:
         rel, size, mime, nid, cd, minor = docs[i]
         ts = ts_of()
@@ -766,21 +783,17 @@ def cmd_night(a) -> None:
             f.write(data)
         set_mtime(p, ts)
         written += len(data)
-        # Frozen copy of the old version in version2Store, pointing at the old URL.
-        old_cu = int(next(x for x in [db.c["alf_content_url"]]) * 0)  # placeholder, below
+        # Frozen copy of the old version in version2Store; its content_data row (added
+        # below, once we have read the old row) points at the OLD content_url row.
         db.new_txn(ts)
         vnode = db.node(r, ts, T_VERSION, store=STORE_VERSION2)
-        db.prop_str(vnode, Q_VERSION_LABEL, f"1.{minor}")
         db.prop_str(vnode, Q_NAME, f"version-1.{minor}")
-        cu_new = db.content_url(new, len(data))
-        # The old URL's row stays; find its id lazily via the frozen node's content_data,
-        # which must reference the old content_url row: we look it up when taking rows.
-        upd_cd[str(cd)] = cu_new
+        db.prop_str(vnode, Q_VERSION_LABEL, f"1.{minor}")
+        frozen[str(cd)] = vnode
+        upd_cd[str(cd)] = db.content_url(new, len(data))
         upd_node[str(nid)] = (ts, r.choice(db.users))
         upd_label[str(nid)] = f"1.{minor + 1}"
         docs[i] = [new, len(data), mime, nid, cd, minor + 1]
-        docs[i].append(vnode)  # temporarily: frozen node needing a content_data row
-        del old_cu
 
     # 3. Duplicate uploads: byte-identical copies of existing files under new uuids.
     for i in r.sample(range(nd), min(n_dup, nd)):
@@ -795,7 +808,7 @@ def cmd_night(a) -> None:
         cd = db.content_data(db.content_url(new, size), mime)
         docs.append([new, size, mime, db.doc_node(r, ts, r.choice(folders), cd, mime), cd, 0])
 
-    # 4. A few unrelated rows change (someone renames a folder, edits a profile ...).
+    # 4. A few unrelated rows change (someone retitles a folder, edits a profile ...).
     touched = [str(n) for n in r.sample(range(1, db.c["alf_node"]), min(n_touch, db.c["alf_node"] - 1))
                if str(n) not in upd_node]
     for n in touched:
@@ -807,11 +820,7 @@ def cmd_night(a) -> None:
     old_cd_rows = db.take("alf_content_data", set(upd_cd))
     for k, cu in upd_cd.items():
         f = old_cd_rows[k][0].rstrip("\n").split("\t")
-        # Frozen version node gets a content_data row with the OLD url id.
-        frozen = next(d for d in docs if d[4] == int(k) and len(d) == 7)
-        frozen_cd = db.content_data(int(f[2]), int(f[3]))
-        db.prop_long(frozen[6], Q_CONTENT, frozen_cd, actual=21)
-        frozen.pop()
+        db.prop_long(frozen[k], Q_CONTENT, db.content_data(int(f[2]), int(f[3])), actual=21)
         f[1], f[2] = str(int(f[1]) + 1), str(cu)
         db._add("alf_content_data", "\t".join(f) + "\n")
     old_nodes = db.take("alf_node", set(upd_node))
@@ -820,7 +829,7 @@ def cmd_night(a) -> None:
         f[1], f[4], f[10], f[11] = str(int(f[1]) + 1), str(db.txn), who, iso_ms(ts)
         db._add("alf_node", "\t".join(f) + "\n")
     want = {k: str(Q_VERSION_LABEL) for k in upd_label}
-    want.update({k: str(Q_NAME) for k in retitle})
+    want.update({k: str(Q_TITLE) for k in retitle})
     old_props = db.take("alf_node_properties", set(want), lambda f: f[9] == want[f[0]])
     for k, rows in old_props.items():
         for row in rows:

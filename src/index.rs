@@ -198,6 +198,16 @@ impl Index {
         Ok(())
     }
 
+    /// Bumped by every operation that removes chunks (prune), so files caches built against
+    /// an older state know to discard themselves.
+    pub fn epoch(&self) -> Result<i64> {
+        let v: Option<String> = sql(
+            &self.path,
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).optional(),
+        )?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
     pub fn chunk_count(&self) -> Result<u64> {
         sql(&self.path, self.conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0))).map(|v| v as u64)
     }

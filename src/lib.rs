@@ -3,18 +3,27 @@
 //! The library holds all behaviour; `src/main.rs` and `src/cli/` only parse, call and print.
 //! See `docs/architecture.md` for the map of modules and `docs/format.md` for the on-disk
 //! format they implement.
+pub mod backup;
+pub mod browse;
+pub mod capture;
 pub mod chunker;
 pub mod clock;
 pub mod config;
+pub mod content;
 pub mod envelope;
 pub mod error;
+pub mod filecache;
 pub mod id;
 pub mod index;
+pub mod lock;
 pub mod pack;
 pub mod repo;
+pub mod restore;
 pub mod set;
+pub mod sink;
 pub mod store;
 pub mod sys;
 pub mod tree;
+pub mod walk;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,237 @@
+//! Runs a backup: captures each component in order into one set and commits it.
+//!
+//! This module alone owns threads and channels: a rayon pool for the CPU stages and one
+//! pack-writer thread fed by a bounded channel. The commit sequence is the format's write
+//! order: every pack durable and indexed → manifest renamed into `sets/` (the commit point)
+//! → files caches merged. A run that fails or dies before the rename leaves no set; what it
+//! already packed is indexed and reused by the next run.
+
+use crate::clock::{self, Clock};
+use crate::error::{Error, Result};
+use crate::filecache::{self, FileCache};
+use crate::id::{ChunkId, SetId};
+use crate::lock::{Lease, LeaseKind};
+use crate::repo::Repo;
+use crate::set::{Component, ComponentKind, Manifest};
+use crate::sink::{self, Counters, Sink};
+use crate::walk::Walker;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+/// One component to capture.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A directory tree or a single file.
+    Path { name: String, path: PathBuf },
+    /// Anything that knows how to capture itself (command output, Solr snapshot).
+    Custom(Arc<dyn crate::capture::Capture>),
+}
+
+impl Source {
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Path { name, .. } => name,
+            Source::Custom(c) => c.name(),
+        }
+    }
+}
+
+pub struct Options {
+    pub name: String,
+    pub tags: Vec<String>,
+    /// Worker threads (None: one per core). 1 gives a single-threaded run for debugging.
+    pub threads: Option<usize>,
+    pub clock: Arc<dyn Clock>,
+    /// Use and update the files cache (off: every file is read).
+    pub use_cache: bool,
+    pub cache_root: PathBuf,
+    /// Live counters, for a progress display.
+    pub counters: Arc<Counters>,
+    /// Messages worth telling the user as they happen (stale leases reclaimed …).
+    pub notify: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+impl Options {
+    pub fn new(name: &str) -> Options {
+        Options {
+            name: name.into(),
+            tags: Vec::new(),
+            threads: None,
+            clock: Arc::new(clock::SystemClock),
+            use_cache: true,
+            cache_root: filecache::cache_root(),
+            counters: Arc::new(Counters::default()),
+            notify: Arc::new(|_| {}),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub set: SetId,
+    pub manifest: Manifest,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unchanged: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    pub bytes_read: u64,
+    pub bytes_stored: u64,
+    pub chunks_new: u64,
+    pub packs: u64,
+    pub duration_s: f64,
+    /// Files that could not be read (the set is committed without them).
+    pub problems: Vec<String>,
+}
+
+/// Removes temporary files left in `tmp/` by dead processes of this host.
+fn clean_tmp(repo: &Repo) {
+    let Ok(rd) = std::fs::read_dir(repo.tmp_dir()) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !crate::sys::pid_alive(pid) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
+    if sources.is_empty() {
+        return Err(Error::InvalidInput("nothing to back up: give at least one path or component".into()));
+    }
+    let mut seen = HashSet::new();
+    for s in sources {
+        let n = s.name();
+        if n.is_empty() || n.contains('/') || n == "." || n == ".." {
+            return Err(Error::InvalidInput(format!("component name {n:?} is not usable as a directory name")));
+        }
+        if !seen.insert(n.to_string()) {
+            return Err(Error::InvalidInput(format!("two components are named {n:?}; give them distinct names")));
+        }
+    }
+    let t0 = Instant::now();
+    let notify = opts.notify.clone();
+    let _lease = Lease::acquire(&repo.root, LeaseKind::Shared, "backup", &mut |m| notify(m))?;
+    clean_tmp(repo);
+    let started = opts.clock.now();
+    let scan_start_ns = i64::try_from(clock::unix_nanos(started)).unwrap_or(i64::MAX);
+    let parent = repo.list_sets()?.into_iter().rev().find(|(_, m)| m.name == opts.name).map(|(id, _)| id);
+
+    let (filter, epoch) = {
+        let idx = repo.index()?;
+        (RwLock::new(sink::build_filter(&idx)?), idx.epoch()?)
+    };
+    let pending: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
+    let counters = &*opts.counters;
+    let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .stack_size(16 << 20)
+        .thread_name(|i| format!("coffer-{i}"))
+        .build()
+        .map_err(|e| Error::Failed(format!("thread pool: {e}")))?;
+    let (tx, rx) = crossbeam_channel::bounded(sink::CHANNEL_BLOBS);
+    let writer_index = crate::index::Index::open(&repo.index_path(), &repo.config.repository_id)?;
+    let now_secs = started.unix_timestamp();
+
+    let mut caches: Vec<FileCache> = Vec::new();
+    let outcome: Result<(Vec<Component>, Vec<String>)> = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            sink::write_packs(&repo.root, writer_index, rx, repo.config.pack_target_size, &filter, &pending, counters, now_secs)
+        });
+        let sink = Sink::new(repo.hasher.clone(), repo.config.compression.level, repo, &filter, &pending, tx, counters);
+        let captured = pool.install(|| -> Result<(Vec<Component>, Vec<String>)> {
+            let mut comps = Vec::new();
+            let mut problems = Vec::new();
+            for s in sources {
+                let cstart = opts.clock.now();
+                let mut comp = match s {
+                    Source::Path { name, path } => {
+                        let canon = crate::walk::canonical_source(path)?;
+                        let cache = if opts.use_cache {
+                            Some(FileCache::open(&opts.cache_root, &repo.config.repository_id, &canon, epoch, threads)?)
+                        } else {
+                            None
+                        };
+                        let w = Walker::new(&sink, (&repo.config.chunker).into(), cache.as_ref(), scan_start_ns);
+                        let root = w.save_root(&canon)?;
+                        let unreadable = std::mem::take(&mut *w.problems.lock().unwrap_or_else(|p| p.into_inner()));
+                        let c = Component {
+                            name: name.clone(),
+                            kind: ComponentKind::Directory,
+                            source: canon.display().to_string(),
+                            started: String::new(),
+                            finished: String::new(),
+                            root,
+                            files: w.files.load(Relaxed),
+                            dirs: w.dirs.load(Relaxed),
+                            bytes: w.bytes.load(Relaxed),
+                            stored_bytes: w.stored.load(Relaxed),
+                            command: None,
+                            solr: None,
+                            unreadable,
+                        };
+                        drop(w);
+                        caches.extend(cache);
+                        c
+                    }
+                    Source::Custom(c) => c.capture(&crate::capture::Context {
+                        sink: &sink,
+                        params: (&repo.config.chunker).into(),
+                        scan_start_ns,
+                        notify: &*opts.notify,
+                    })?,
+                };
+                comp.started = clock::format(cstart);
+                comp.finished = clock::format(opts.clock.now());
+                problems.extend(comp.unreadable.iter().map(|p| format!("{}: {p}", comp.name)));
+                comps.push(comp);
+            }
+            Ok((comps, problems))
+        });
+        // Closing the channel lets the writer seal its last pack and finish.
+        drop(sink);
+        let written = writer.join().map_err(|_| Error::Failed("the pack writer panicked".into()))?;
+        // A writer error (disk full …) is the root cause of any "writer stopped" error.
+        written?;
+        captured
+    });
+    let (components, problems) = outcome?;
+
+    let manifest = Manifest {
+        name: opts.name.clone(),
+        host: crate::lock::hostname(),
+        tags: opts.tags.clone(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        started: clock::format(started),
+        finished: clock::format(opts.clock.now()),
+        parent,
+        components,
+    };
+    let set = repo.commit_manifest(&manifest)?;
+    for c in &caches {
+        // The set is committed; a cache that fails to update only costs a re-read next time.
+        if let Err(e) = c.commit() {
+            (opts.notify)(format!("warning: files cache not updated: {e}"));
+        }
+    }
+    Ok(Report {
+        set,
+        files_new: counters.files_new.load(Relaxed),
+        files_changed: counters.files_changed.load(Relaxed),
+        files_unchanged: counters.files_unchanged.load(Relaxed),
+        dirs: manifest.components.iter().map(|c| c.dirs).sum(),
+        bytes: manifest.total_bytes(),
+        bytes_read: counters.bytes_read.load(Relaxed),
+        bytes_stored: counters.pack_bytes.load(Relaxed),
+        chunks_new: counters.chunks_new.load(Relaxed),
+        packs: counters.packs.load(Relaxed),
+        duration_s: t0.elapsed().as_secs_f64(),
+        problems,
+        manifest,
+    })
+}

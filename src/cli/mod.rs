@@ -1,0 +1,322 @@
+//! Command-line interface: each command parses its arguments, calls one library function and
+//! prints. Exit codes: 0 success, 1 error, 2 usage error, 3 backup committed but some files
+//! could not be read, 4 verification found damage or inconsistency.
+
+mod output;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use coffer::repo::Repo;
+use output::{bytes, line};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const EXIT_PARTIAL: i32 = 3;
+pub const EXIT_DAMAGE: i32 = 4;
+
+#[derive(Parser)]
+#[command(name = "coffer", version, about = "Deduplicating backups of multi-part application data (Alfresco: Solr, database, contentstore) as consistent restore points")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct RepoArg {
+    /// Repository directory (or set COFFER_REPO).
+    #[arg(long, env = "COFFER_REPO")]
+    repo: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new, empty repository.
+    Init {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// zstd level for new chunks (1-22).
+        #[arg(long, default_value_t = 3)]
+        compression_level: i32,
+    },
+    /// Back up paths (one component per path) as one new set.
+    Backup {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Name of the set (default: "default").
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Print one JSON object describing the run on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Read every file even if the files cache says it is unchanged.
+        #[arg(long)]
+        no_cache: bool,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Directories or files; each becomes a component named after its last element.
+        paths: Vec<PathBuf>,
+    },
+    /// List restore points, oldest first.
+    Sets {
+        #[command(flatten)]
+        repo: RepoArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the contents of a set (SET: id, unique id prefix, or "latest").
+    Ls {
+        #[command(flatten)]
+        repo: RepoArg,
+        set: String,
+        /// component[/path/inside]
+        path: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a set into TARGET/<component>/...
+    Restore {
+        #[command(flatten)]
+        repo: RepoArg,
+        set: String,
+        #[arg(long)]
+        target: PathBuf,
+        /// Restore only this component[/path] (repeatable).
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        /// Replace files that already exist in the target.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Repository size, deduplication and compression.
+    Stats {
+        #[command(flatten)]
+        repo: RepoArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Repair the repository.
+    Repair {
+        #[command(subcommand)]
+        what: RepairCmd,
+    },
+    /// Remove stale leases left in locks/ by processes that died.
+    Unlock {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepairCmd {
+    /// Rebuild index.sqlite from the packs' trailers.
+    Index {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("coffer: error: {e:#}");
+            1
+        }
+    }
+}
+
+fn notify() -> Arc<dyn Fn(String) + Send + Sync> {
+    Arc::new(|m| eprintln!("coffer: {m}"))
+}
+
+fn now() -> String {
+    coffer::clock::format(time::OffsetDateTime::now_utc())
+}
+
+fn open(r: &RepoArg) -> Result<Repo> {
+    Ok(Repo::open(&r.repo)?)
+}
+
+fn json_line(v: &serde_json::Value) {
+    line(&serde_json::to_string(v).expect("json"));
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Init { repo, compression_level } => {
+            let r = Repo::init(&repo.repo, compression_level, now())?;
+            line(&format!("created coffer repository {} at {}", r.config.repository_id, repo.repo.display()));
+            Ok(0)
+        }
+        Cmd::Backup { repo, name, tags, json, no_cache, threads, paths } => {
+            let r = open(&repo)?;
+            if paths.is_empty() {
+                bail!("nothing to back up: give one or more paths");
+            }
+            let mut sources = Vec::new();
+            for p in &paths {
+                let canon = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
+                let name = canon.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+                sources.push(coffer::backup::Source::Path { name, path: canon });
+            }
+            let mut opts = coffer::backup::Options::new(name.as_deref().unwrap_or("default"));
+            opts.tags = tags;
+            opts.threads = threads;
+            opts.use_cache = !no_cache;
+            opts.notify = notify();
+            let progress = output::Progress::start(opts.counters.clone(), json);
+            let report = coffer::backup::run(&r, &sources, &opts);
+            progress.finish();
+            let report = report?;
+            print_backup(&report, json);
+            Ok(if report.problems.is_empty() { 0 } else { EXIT_PARTIAL })
+        }
+        Cmd::Sets { repo, json } => {
+            let r = open(&repo)?;
+            let sets = r.list_sets()?;
+            if json {
+                let v: Vec<serde_json::Value> = sets
+                    .iter()
+                    .map(|(id, m)| {
+                        serde_json::json!({
+                            "id": id.to_hex(), "name": m.name, "host": m.host, "tags": m.tags,
+                            "started": m.started, "finished": m.finished, "parent": m.parent,
+                            "bytes": m.total_bytes(), "files": m.total_files(), "stored_bytes": m.stored_bytes(),
+                            "components": m.components.iter().map(|c| serde_json::json!({
+                                "name": c.name, "kind": c.kind, "source": c.source, "started": c.started,
+                                "finished": c.finished, "files": c.files, "bytes": c.bytes, "stored_bytes": c.stored_bytes,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                json_line(&serde_json::Value::Array(v));
+            } else {
+                for (id, m) in &sets {
+                    line(&format!("{}  {}  {:<12} {:>10}  {} files", id.short(), m.started, m.name, bytes(m.total_bytes()), m.total_files()));
+                    for c in &m.components {
+                        line(&format!("          {:<14} {:<9} {:>10}  {} files  {}", c.name, format!("{:?}", c.kind).to_lowercase(), bytes(c.bytes), c.files, c.source));
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Ls { repo, set, path, json } => {
+            let r = open(&repo)?;
+            let (_, m) = r.resolve_set(&set)?;
+            coffer::browse::list(&r, &m, path.as_deref(), &mut |e| {
+                if json {
+                    line(&serde_json::to_string(&e).expect("json"));
+                } else {
+                    let t = time::OffsetDateTime::from_unix_timestamp_nanos(e.mtime_ns as i128).map(coffer::clock::format).unwrap_or_default();
+                    let suffix = e.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+                    line(&format!("{:<9} {:04o} {:>12} {:<30} {}{}", e.kind, e.mode, e.size, t, e.path, suffix));
+                }
+                Ok(())
+            })?;
+            Ok(0)
+        }
+        Cmd::Restore { repo, set, target, paths, overwrite, threads, json } => {
+            let r = open(&repo)?;
+            let (id, m) = r.resolve_set(&set)?;
+            let opts = coffer::restore::Options { overwrite, paths, threads };
+            let rep = coffer::restore::restore(&r, &m, &target, &opts)?;
+            if json {
+                json_line(&serde_json::json!({"set": id.to_hex(), "files": rep.files, "dirs": rep.dirs, "symlinks": rep.symlinks, "bytes": rep.bytes, "duration_s": rep.duration_s}));
+            } else {
+                eprintln!("restored set {} into {}: {} files, {} dirs, {} in {:.1}s", id.short(), target.display(), rep.files, rep.dirs, bytes(rep.bytes), rep.duration_s);
+            }
+            Ok(0)
+        }
+        Cmd::Stats { repo, json } => {
+            let r = open(&repo)?;
+            let s = coffer::browse::stats(&r)?;
+            if json {
+                json_line(&serde_json::to_value(&s).expect("json"));
+            } else {
+                line(&format!("sets:              {}", s.sets));
+                line(&format!("logical size:      {}", bytes(s.logical_bytes)));
+                line(&format!("unique data:       {}", bytes(s.unique_bytes)));
+                line(&format!("stored size:       {}", bytes(s.stored_bytes)));
+                line(&format!("dedup ratio:       {:.2}x", s.dedup_ratio));
+                line(&format!("compression ratio: {:.2}x", s.compression_ratio));
+                line(&format!("chunks:            {}", s.chunks));
+                line(&format!("packs:             {}", s.packs));
+            }
+            Ok(0)
+        }
+        Cmd::Repair { what: RepairCmd::Index { repo } } => {
+            let cfg = coffer::config::Config::load(&Repo::config_path(&repo.repo))?;
+            let _lease = coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Exclusive, "repair index", &mut |m| eprintln!("coffer: {m}"))?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let (ok, bad) = coffer::index::rebuild(&repo.repo, &repo.repo.join("index.sqlite"), &cfg.repository_id, now)?;
+            line(&format!("rebuilt index from {ok} packs"));
+            for e in &bad {
+                eprintln!("coffer: unreadable pack left out of the index: {e}");
+            }
+            Ok(if bad.is_empty() { 0 } else { EXIT_DAMAGE })
+        }
+        Cmd::Unlock { repo } => {
+            let _ = Repo::open(&repo.repo)?;
+            let msgs = coffer::lock::remove_stale(&repo.repo.join("locks"))?;
+            for m in &msgs {
+                line(m);
+            }
+            if msgs.is_empty() {
+                line("no stale leases");
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_backup(r: &coffer::backup::Report, json: bool) {
+    if json {
+        json_line(&serde_json::json!({
+            "set": r.set.to_hex(),
+            "name": r.manifest.name,
+            "files": {"new": r.files_new, "changed": r.files_changed, "unchanged": r.files_unchanged},
+            "dirs": r.dirs,
+            "bytes": r.bytes,
+            "bytes_read": r.bytes_read,
+            "bytes_stored": r.bytes_stored,
+            "chunks_new": r.chunks_new,
+            "packs": r.packs,
+            "duration_s": r.duration_s,
+            "problems": r.problems,
+            "components": r.manifest.components.iter().map(|c| serde_json::json!({
+                "name": c.name, "kind": c.kind, "files": c.files, "bytes": c.bytes, "stored_bytes": c.stored_bytes,
+                "started": c.started, "finished": c.finished,
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        for p in &r.problems {
+            eprintln!("coffer: not backed up: {p}");
+        }
+        eprintln!(
+            "set {} committed: {} files ({} new, {} changed, {} unchanged), {} read, {} added to the repository, {:.1}s",
+            r.set.short(),
+            r.files_new + r.files_changed + r.files_unchanged,
+            r.files_new,
+            r.files_changed,
+            r.files_unchanged,
+            bytes(r.bytes_read),
+            bytes(r.bytes_stored),
+            r.duration_s
+        );
+        line(&r.set.to_hex());
+    }
+}

@@ -1,0 +1,79 @@
+//! Printing helpers: human sizes, a closed pipe that ends the program quietly, and the
+//! progress line drawn on a terminal while a backup runs.
+
+use coffer::sink::Counters;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Writes a line to stdout; a closed pipe (`coffer ls | head`) ends the program quietly.
+pub fn line(s: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{s}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("coffer: writing output: {e}");
+        std::process::exit(1);
+    }
+}
+
+pub fn bytes(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// A progress line on stderr, only when stderr is a terminal.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn start(counters: Arc<Counters>, quiet: bool) -> Progress {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if quiet || !std::io::stderr().is_terminal() {
+            return Progress { bar: None, stop, thread: None };
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+        let (b, s) = (bar.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Relaxed) {
+                let c = &counters;
+                let files = c.files_new.load(Relaxed) + c.files_changed.load(Relaxed) + c.files_unchanged.load(Relaxed);
+                b.set_message(format!(
+                    "{files} files ({} unchanged), read {}, stored {}",
+                    c.files_unchanged.load(Relaxed),
+                    bytes(c.bytes_read.load(Relaxed)),
+                    bytes(c.stored_new.load(Relaxed))
+                ));
+                b.tick();
+                std::thread::park_timeout(std::time::Duration::from_millis(150));
+            }
+        });
+        Progress { bar: Some(bar), stop, thread: Some(thread) }
+    }
+
+    pub fn finish(mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Repository leases in `locks/`: shared for backups, exclusive for maintenance.
+//!
+//! A lease is a small enveloped JSON file (`COFFRLCK`, version 1) naming host, pid, kind,
+//! start and last refresh; a background thread refreshes it while held. A lease is stale when
+//! its process is dead on this host or its refresh is older than [`STALE_AFTER`]; stale leases
+//! are reclaimed with a message. Acquisition writes our lease first and then looks for
+//! conflicting ones, so two racing exclusive takers both back off rather than both proceed.
+
+use crate::envelope;
+use crate::error::{Error, IoContext, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const MAGIC: &[u8; 8] = b"COFFRLCK";
+pub const VERSION: u32 = 1;
+pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseKind {
+    Shared,
+    Exclusive,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    pub kind: LeaseKind,
+    pub host: String,
+    pub pid: u32,
+    pub command: String,
+    /// Seconds since the Unix epoch.
+    pub started: u64,
+    pub refreshed: u64,
+}
+
+impl LeaseInfo {
+    pub fn encode(&self) -> Vec<u8> {
+        envelope::encode(MAGIC, VERSION, &serde_json::to_vec(self).expect("lease serialises"))
+    }
+    pub fn decode(path: &Path, b: &[u8]) -> Result<LeaseInfo> {
+        let (_, p) = envelope::decode(path, "lease", MAGIC, 1, VERSION, b)?;
+        serde_json::from_slice(p).map_err(|e| Error::corrupt(path, envelope::HEADER_LEN as u64, format!("lease: {e}")))
+    }
+    fn describe(&self) -> String {
+        format!("{:?} lease held by {} (pid {} on {}, started {}s ago)", self.kind, self.command, self.pid, self.host, now_secs().saturating_sub(self.started))
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn hostname() -> String {
+    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// Why a lease is stale, or `None` if it is live.
+pub fn stale_reason(l: &LeaseInfo, host: &str) -> Option<String> {
+    if l.host == host && !crate::sys::pid_alive(l.pid) {
+        return Some(format!("process {} on this host is gone", l.pid));
+    }
+    let age = now_secs().saturating_sub(l.refreshed);
+    if age > STALE_AFTER.as_secs() {
+        return Some(format!("not refreshed for {age}s"));
+    }
+    None
+}
+
+/// A held lease; released on drop.
+pub struct Lease {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Every lease file in `locks/` with its decoded content (undecodable ones as errors).
+pub fn list(locks: &Path) -> Result<Vec<(PathBuf, Result<LeaseInfo>)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(locks).ctx(locks)? {
+        let p = e.ctx(locks)?.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("lease") {
+            continue;
+        }
+        match std::fs::read(&p) {
+            Ok(b) => out.push((p.clone(), LeaseInfo::decode(&p, &b))),
+            // Released between listing and reading.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => out.push((p.clone(), Err(Error::Io { path: p, source: e }))),
+        }
+    }
+    Ok(out)
+}
+
+/// Removes stale leases; returns messages describing what was removed.
+pub fn remove_stale(locks: &Path) -> Result<Vec<String>> {
+    let host = hostname();
+    let mut msgs = Vec::new();
+    for (p, l) in list(locks)? {
+        let reason = match &l {
+            Ok(l) => stale_reason(l, &host),
+            // A lease file that is not readable as one is a leftover of a crash mid-write.
+            Err(e) => Some(format!("unreadable ({e})")),
+        };
+        if let Some(r) = reason {
+            if std::fs::remove_file(&p).is_ok() {
+                msgs.push(format!("removed stale lease {}: {r}", p.display()));
+            }
+        }
+    }
+    Ok(msgs)
+}
+
+impl Lease {
+    /// Takes a lease of `kind` in `repo/locks`, reclaiming stale ones (their removal is
+    /// reported through `notify`).
+    pub fn acquire(repo: &Path, kind: LeaseKind, command: &str, notify: &mut dyn FnMut(String)) -> Result<Lease> {
+        let locks = repo.join("locks");
+        for m in remove_stale(&locks)? {
+            notify(m);
+        }
+        let host = hostname();
+        let now = now_secs();
+        let info = LeaseInfo { kind, host: host.clone(), pid: std::process::id(), command: command.into(), started: now, refreshed: now };
+        let mut rnd = [0u8; 8];
+        let _ = getrandom::getrandom(&mut rnd);
+        let path = locks.join(format!("{}-{}-{:016x}.lease", match kind { LeaseKind::Shared => "shared", LeaseKind::Exclusive => "exclusive" }, std::process::id(), u64::from_le_bytes(rnd)));
+        crate::store::write_atomic(&repo.join("tmp"), &path, &info.encode())?;
+        for (p, l) in list(&locks)? {
+            if p == path {
+                continue;
+            }
+            let Ok(l) = l else { continue };
+            let conflict = kind == LeaseKind::Exclusive || l.kind == LeaseKind::Exclusive;
+            if conflict && stale_reason(&l, &host).is_none() {
+                let _ = std::fs::remove_file(&path);
+                return Err(Error::Locked(format!("{} ({}); if that process is gone, run `coffer unlock`", l.describe(), p.display())));
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let refresher = {
+            let (stop, path, repo) = (stop.clone(), path.clone(), repo.to_path_buf());
+            std::thread::spawn(move || {
+                let mut last = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(Duration::from_millis(500));
+                    if last.elapsed() >= REFRESH_EVERY && !stop.load(Ordering::Relaxed) {
+                        let mut i = info.clone();
+                        i.refreshed = now_secs();
+                        let _ = crate::store::write_atomic(&repo.join("tmp"), &path, &i.encode());
+                        last = std::time::Instant::now();
+                    }
+                }
+            })
+        };
+        Ok(Lease { path, stop, refresher: Some(refresher) })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.refresher.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("locks")).unwrap();
+        std::fs::create_dir(d.path().join("tmp")).unwrap();
+        d
+    }
+
+    #[test]
+    fn shared_leases_coexist_and_exclusive_conflicts() {
+        let d = repo();
+        let mut quiet = |_m: String| {};
+        let a = Lease::acquire(d.path(), LeaseKind::Shared, "backup", &mut quiet).unwrap();
+        let _b = Lease::acquire(d.path(), LeaseKind::Shared, "backup", &mut quiet).unwrap();
+        let err = Lease::acquire(d.path(), LeaseKind::Exclusive, "prune", &mut quiet).err().unwrap();
+        assert_eq!(err.kind(), crate::ErrorKind::Locked);
+        drop(a);
+        assert_eq!(list(&d.path().join("locks")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn lease_of_dead_process_is_reclaimed() {
+        let d = repo();
+        // A pid that cannot exist (above pid_max), on this host: stale.
+        let dead = LeaseInfo { kind: LeaseKind::Exclusive, host: hostname(), pid: 999_999_999, command: "prune".into(), started: now_secs(), refreshed: now_secs() };
+        std::fs::write(d.path().join("locks/x.lease"), dead.encode()).unwrap();
+        let mut msgs = Vec::new();
+        let _l = Lease::acquire(d.path(), LeaseKind::Shared, "backup", &mut |m| msgs.push(m)).unwrap();
+        assert!(msgs.iter().any(|m| m.contains("999999999")), "{msgs:?}");
+    }
+}

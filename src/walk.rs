@@ -1,0 +1,266 @@
+//! Saves a directory tree: walks it in parallel (rayon, one task per directory and per file),
+//! reuses the files cache for unchanged files, stores changed content, and builds a tree
+//! blob per directory bottom-up. Returns the root tree's id.
+//!
+//! A file that vanishes or cannot be read is left out of its tree and reported in
+//! `problems`; the walk goes on. Only an unreadable *root* fails the component.
+
+use crate::chunker::Params;
+use crate::content;
+use crate::error::{Error, IoContext, Result};
+use crate::filecache::{self, FileCache};
+use crate::id::TreeId;
+use crate::pack::BlobKind;
+use crate::sink::Sink;
+use crate::tree::{Node, NodeKind, Tree};
+use rayon::prelude::*;
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
+
+pub struct Walker<'a> {
+    pub sink: &'a Sink<'a>,
+    pub params: Params,
+    pub cache: Option<&'a FileCache>,
+    /// Scan start in ns since the epoch: files modified after `scan_start - RACY_NS` are not cached.
+    pub scan_start_ns: i64,
+    pub problems: Mutex<Vec<String>>,
+    /// Stored bytes this component added (data and trees).
+    pub stored: std::sync::atomic::AtomicU64,
+    pub files: std::sync::atomic::AtomicU64,
+    pub dirs: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+fn mtime_ns(m: &Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+}
+fn ctime_ns(m: &Metadata) -> i64 {
+    m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec())
+}
+
+fn base_node(name: &[u8], kind: NodeKind, m: &Metadata) -> Node {
+    Node {
+        name: name.to_vec(),
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: mtime_ns(m),
+        size: 0,
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+    }
+}
+
+/// What became of one directory entry.
+enum Outcome {
+    Node(Node, Option<(Vec<u8>, filecache::Entry)>),
+    Skipped,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(sink: &'a Sink<'a>, params: Params, cache: Option<&'a FileCache>, scan_start_ns: i64) -> Self {
+        Walker {
+            sink,
+            params,
+            cache,
+            scan_start_ns,
+            problems: Mutex::new(Vec::new()),
+            stored: Default::default(),
+            files: Default::default(),
+            dirs: Default::default(),
+            bytes: Default::default(),
+        }
+    }
+
+    fn problem(&self, path: &Path, what: impl std::fmt::Display) {
+        self.problems.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: {what}", path.display()));
+    }
+
+    fn store_tree(&self, mut tree: Tree) -> Result<TreeId> {
+        tree.sort();
+        let (id, n) = self.sink.store(BlobKind::Tree, &tree.encode())?;
+        self.stored.fetch_add(n, Relaxed);
+        Ok(TreeId(id.0))
+    }
+
+    /// Saves the component rooted at `root`: a directory, or a single file (then the root
+    /// tree holds just that file).
+    pub fn save_root(&self, root: &Path) -> Result<TreeId> {
+        let meta = std::fs::symlink_metadata(root).ctx(root)?;
+        if meta.is_dir() {
+            return self.save_dir(root, b"");
+        }
+        let name = root.file_name().ok_or_else(|| Error::InvalidInput(format!("{}: has no file name", root.display())))?;
+        let parent = root.parent().unwrap_or(Path::new("/"));
+        let cached = match self.cache {
+            Some(c) => c.dir_entries(b"\0root")?,
+            None => Default::default(),
+        };
+        match self.save_entry(parent, b"\0root", name.as_bytes(), &meta, &cached)? {
+            Outcome::Node(node, staged) => {
+                if let (Some(c), Some(s)) = (self.cache, staged) {
+                    c.stage(b"\0root", &[s], &[])?;
+                }
+                self.store_tree(Tree { nodes: vec![node] })
+            }
+            Outcome::Skipped => Err(Error::Failed(format!("{}: could not be read", root.display()))),
+        }
+    }
+
+    fn save_dir(&self, dir: &Path, rel: &[u8]) -> Result<TreeId> {
+        self.dirs.fetch_add(1, Relaxed);
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(dir).ctx(dir)? {
+            let e = e.ctx(dir)?;
+            entries.push(e.file_name());
+        }
+        entries.sort();
+        let cached = match self.cache {
+            Some(c) => c.dir_entries(rel)?,
+            None => Default::default(),
+        };
+        let outcomes: Vec<(Vec<u8>, Result<Outcome>)> = entries
+            .par_iter()
+            .map(|name| {
+                let path = dir.join(name);
+                let r = match std::fs::symlink_metadata(&path) {
+                    Ok(m) => self.save_entry(dir, rel, name.as_bytes(), &m, &cached),
+                    Err(e) => {
+                        self.problem(&path, format!("vanished or unreadable: {e}"));
+                        Ok(Outcome::Skipped)
+                    }
+                };
+                (name.as_bytes().to_vec(), r)
+            })
+            .collect();
+        let mut tree = Tree::default();
+        let mut upserts = Vec::new();
+        let mut removed: Vec<Vec<u8>> = Vec::new();
+        for (name, r) in outcomes {
+            match r? {
+                Outcome::Node(n, staged) => {
+                    match staged {
+                        Some(s) => upserts.push(s),
+                        None if cached.contains_key(&name) => removed.push(name),
+                        None => {}
+                    }
+                    tree.nodes.push(n);
+                }
+                Outcome::Skipped => {
+                    if cached.contains_key(&name) {
+                        removed.push(name);
+                    }
+                }
+            }
+        }
+        // Names cached earlier that are gone now.
+        let present: std::collections::HashSet<&[u8]> = entries.iter().map(|n| n.as_bytes()).collect();
+        removed.extend(cached.keys().filter(|k| !present.contains(k.as_slice())).cloned());
+        if let Some(c) = self.cache {
+            c.stage(rel, &upserts, &removed)?;
+        }
+        self.store_tree(tree)
+    }
+
+    fn save_entry(
+        &self,
+        dir: &Path,
+        rel: &[u8],
+        name: &[u8],
+        m: &Metadata,
+        cached: &std::collections::HashMap<Vec<u8>, filecache::Entry>,
+    ) -> Result<Outcome> {
+        let path = dir.join(std::ffi::OsStr::from_bytes(name));
+        let ft = m.file_type();
+        if ft.is_dir() {
+            let child_rel = if rel.is_empty() { name.to_vec() } else { [rel, b"/", name].concat() };
+            return match self.save_dir(&path, &child_rel) {
+                Ok(id) => {
+                    let mut n = base_node(name, NodeKind::Dir, m);
+                    n.subtree = Some(*id.as_bytes());
+                    Ok(Outcome::Node(n, None))
+                }
+                Err(Error::Io { path: p, source }) if p == path => {
+                    self.problem(&path, format!("directory unreadable: {source}"));
+                    Ok(Outcome::Skipped)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        if ft.is_symlink() {
+            return match std::fs::read_link(&path) {
+                Ok(t) => {
+                    let mut n = base_node(name, NodeKind::Symlink, m);
+                    let t = t.as_os_str().as_bytes().to_vec();
+                    n.size = t.len() as u64;
+                    n.target = Some(t);
+                    Ok(Outcome::Node(n, None))
+                }
+                Err(e) => {
+                    self.problem(&path, format!("symlink unreadable: {e}"));
+                    Ok(Outcome::Skipped)
+                }
+            };
+        }
+        if !ft.is_file() {
+            // Sockets, fifos and devices are not document content; they are not archived.
+            return Ok(Outcome::Skipped);
+        }
+        self.files.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(m.len(), Relaxed);
+        self.sink.counters.bytes.fetch_add(m.len(), Relaxed);
+        let mut node = base_node(name, NodeKind::File, m);
+        let fresh = filecache::Entry { ino: m.ino(), size: m.len(), mtime_ns: mtime_ns(m), ctime_ns: ctime_ns(m), content: Vec::new() };
+        if let Some(old) = cached.get(name) {
+            if old.ino == fresh.ino && old.size == fresh.size && old.mtime_ns == fresh.mtime_ns && old.ctime_ns == fresh.ctime_ns {
+                self.sink.counters.files_unchanged.fetch_add(1, Relaxed);
+                node.size = old.size;
+                node.content = old.content.clone();
+                return Ok(Outcome::Node(node, None));
+            }
+            self.sink.counters.files_changed.fetch_add(1, Relaxed);
+        } else {
+            self.sink.counters.files_new.fetch_add(1, Relaxed);
+        }
+        let stored = match File::open(&path) {
+            Ok(mut f) => match content::store_file(self.sink, self.params, &mut f, &path, m.len()) {
+                Ok(s) => Some((s, f.metadata().ok())),
+                Err(Error::Io { source, .. }) => {
+                    self.problem(&path, format!("read failed: {source}"));
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) => {
+                self.problem(&path, format!("vanished or unreadable: {e}"));
+                None
+            }
+        };
+        let Some((stored, after)) = stored else { return Ok(Outcome::Skipped) };
+        self.stored.fetch_add(stored.stored_bytes, Relaxed);
+        node.size = stored.size;
+        node.content = stored.content;
+        // Cache only what we know we read whole and unchanged, and not racily new.
+        let unchanged_while_read = after
+            .map(|a| a.len() == fresh.size && mtime_ns(&a) == fresh.mtime_ns && ctime_ns(&a) == fresh.ctime_ns)
+            .unwrap_or(false);
+        let racy = fresh.mtime_ns >= self.scan_start_ns - filecache::RACY_NS;
+        let staged = if unchanged_while_read && !racy && stored.size == fresh.size {
+            Some((name.to_vec(), filecache::Entry { content: node.content.clone(), ..fresh }))
+        } else {
+            None
+        };
+        Ok(Outcome::Node(node, staged))
+    }
+}
+
+/// The canonical absolute form of a source path (the files cache is keyed on it).
+pub fn canonical_source(p: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(p).ctx(p)
+}

@@ -118,6 +118,10 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     let _lease = Lease::acquire(&repo.root, LeaseKind::Shared, "backup", &mut |m| notify(m))?;
     clean_tmp(repo);
     let started = opts.clock.now();
+    let adopted = repo.adopt_unindexed_packs(started.unix_timestamp())?;
+    if adopted > 0 {
+        (opts.notify)(format!("indexed {adopted} pack(s) left by an interrupted run"));
+    }
     let scan_start_ns = i64::try_from(clock::unix_nanos(started)).unwrap_or(i64::MAX);
     let parent = repo.list_sets()?.into_iter().rev().find(|(_, m)| m.name == opts.name).map(|(id, _)| id);
 

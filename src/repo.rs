@@ -206,6 +206,28 @@ impl Repo {
         }
     }
 
+    /// Indexes packs that are on disk but not in the index: a run killed between a pack's
+    /// rename and its index commit leaves such packs, and their chunks should be reused,
+    /// not stored again. Packs whose trailer does not read are left alone (verify reports
+    /// them). Returns how many packs were adopted.
+    pub fn adopt_unindexed_packs(&self, now: i64) -> Result<u64> {
+        let mut idx = self.index()?;
+        let known: std::collections::HashSet<PackId> = idx.packs()?.into_iter().map(|(id, _)| id).collect();
+        let mut adopted = 0;
+        for path in list_packs(&self.root)? {
+            let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else { continue };
+            if known.contains(&id) {
+                continue;
+            }
+            let Ok(size) = std::fs::metadata(&path).map(|m| m.len()) else { continue };
+            if let Ok(entries) = pack::read_trailer(&path) {
+                idx.add_pack(&pack::Finished { id, size, entries }, now)?;
+                adopted += 1;
+            }
+        }
+        Ok(adopted)
+    }
+
     /// Commits a manifest: temp file, fsync, rename to `sets/<id>`. This is the commit point.
     pub fn commit_manifest(&self, m: &Manifest) -> Result<SetId> {
         let bytes = m.encode();

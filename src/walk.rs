@@ -57,9 +57,19 @@ fn base_node(name: &[u8], kind: NodeKind, m: &Metadata) -> Node {
     }
 }
 
+/// What the files cache should do with an entry.
+enum CacheAction {
+    /// The cached entry is still right (an unchanged file), or there is none to keep.
+    Keep,
+    /// Cache this new state.
+    Upsert(Vec<u8>, filecache::Entry),
+    /// Forget the cached entry: the file changed in a way we can't trust yet.
+    Forget,
+}
+
 /// What became of one directory entry.
 enum Outcome {
-    Node(Node, Option<(Vec<u8>, filecache::Entry)>),
+    Node(Node, CacheAction),
     Skipped,
 }
 
@@ -103,9 +113,13 @@ impl<'a> Walker<'a> {
             None => Default::default(),
         };
         match self.save_entry(parent, b"\0root", name.as_bytes(), &meta, &cached)? {
-            Outcome::Node(node, staged) => {
-                if let (Some(c), Some(s)) = (self.cache, staged) {
-                    c.stage(b"\0root", &[s], &[])?;
+            Outcome::Node(node, action) => {
+                if let Some(c) = self.cache {
+                    match action {
+                        CacheAction::Upsert(n, e) => c.stage(b"\0root", &[(n, e)], &[])?,
+                        CacheAction::Forget => c.stage(b"\0root", &[], &[name.as_bytes().to_vec()])?,
+                        CacheAction::Keep => {}
+                    }
                 }
                 self.store_tree(Tree { nodes: vec![node] })
             }
@@ -144,11 +158,11 @@ impl<'a> Walker<'a> {
         let mut removed: Vec<Vec<u8>> = Vec::new();
         for (name, r) in outcomes {
             match r? {
-                Outcome::Node(n, staged) => {
-                    match staged {
-                        Some(s) => upserts.push(s),
-                        None if cached.contains_key(&name) => removed.push(name),
-                        None => {}
+                Outcome::Node(n, action) => {
+                    match action {
+                        CacheAction::Upsert(n, e) => upserts.push((n, e)),
+                        CacheAction::Forget if cached.contains_key(&name) => removed.push(name),
+                        CacheAction::Forget | CacheAction::Keep => {}
                     }
                     tree.nodes.push(n);
                 }
@@ -184,7 +198,7 @@ impl<'a> Walker<'a> {
                 Ok(id) => {
                     let mut n = base_node(name, NodeKind::Dir, m);
                     n.subtree = Some(*id.as_bytes());
-                    Ok(Outcome::Node(n, None))
+                    Ok(Outcome::Node(n, CacheAction::Keep))
                 }
                 Err(Error::Io { path: p, source }) if p == path => {
                     self.problem(&path, format!("directory unreadable: {source}"));
@@ -200,7 +214,7 @@ impl<'a> Walker<'a> {
                     let t = t.as_os_str().as_bytes().to_vec();
                     n.size = t.len() as u64;
                     n.target = Some(t);
-                    Ok(Outcome::Node(n, None))
+                    Ok(Outcome::Node(n, CacheAction::Keep))
                 }
                 Err(e) => {
                     self.problem(&path, format!("symlink unreadable: {e}"));
@@ -222,7 +236,7 @@ impl<'a> Walker<'a> {
                 self.sink.counters.files_unchanged.fetch_add(1, Relaxed);
                 node.size = old.size;
                 node.content = old.content.clone();
-                return Ok(Outcome::Node(node, None));
+                return Ok(Outcome::Node(node, CacheAction::Keep));
             }
             self.sink.counters.files_changed.fetch_add(1, Relaxed);
         } else {
@@ -251,12 +265,12 @@ impl<'a> Walker<'a> {
             .map(|a| a.len() == fresh.size && mtime_ns(&a) == fresh.mtime_ns && ctime_ns(&a) == fresh.ctime_ns)
             .unwrap_or(false);
         let racy = fresh.mtime_ns >= self.scan_start_ns - filecache::RACY_NS;
-        let staged = if unchanged_while_read && !racy && stored.size == fresh.size {
-            Some((name.to_vec(), filecache::Entry { content: node.content.clone(), ..fresh }))
+        let action = if unchanged_while_read && !racy && stored.size == fresh.size {
+            CacheAction::Upsert(name.to_vec(), filecache::Entry { content: node.content.clone(), ..fresh })
         } else {
-            None
+            CacheAction::Forget
         };
-        Ok(Outcome::Node(node, staged))
+        Ok(Outcome::Node(node, action))
     }
 }
 

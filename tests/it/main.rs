@@ -1,0 +1,4 @@
+//! The integration-test binary: drives the real `coffer` binary and the library against
+//! real directories, a real PostgreSQL server and real tools.
+mod engine;
+mod support;

@@ -1,0 +1,147 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn coffer_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
+}
+
+/// A scratch area with a repository path and an isolated files cache.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { dir: tempfile::tempdir().expect("tempdir") }
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+    /// Runs coffer with this env's cache; returns the output whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(coffer_bin())
+            .args(args)
+            .env("COFFER_CACHE_DIR", self.path("cache"))
+            .env_remove("COFFER_REPO")
+            .output()
+            .expect("run coffer")
+    }
+    /// Runs coffer and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "coffer {args:?} failed ({:?}):\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        if !o.stderr.is_empty() { eprintln!("coffer {args:?} stderr: {}", String::from_utf8_lossy(&o.stderr)); }
+        String::from_utf8(o.stdout).expect("utf8 stdout")
+    }
+    pub fn init(&self) {
+        self.ok(&["init", "--repo", self.repo().to_str().unwrap()]);
+    }
+    /// `coffer backup --json`, parsed.
+    pub fn backup_json(&self, extra: &[&str]) -> serde_json::Value {
+        let repo = self.repo();
+        let mut args = vec!["backup", "--repo", repo.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("backup --json printed non-JSON ({e}): {out}"))
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn write(p: &Path, data: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// Sets the mtime of every file and directory under `root` to a fixed time long ago, so
+/// the files cache may trust them (fresh mtimes are "racy" and never cached).
+pub fn age_tree(root: &Path, secs: i64) {
+    let t = filetime::FileTime::from_unix_time(secs, 0);
+    for e in walk(root) {
+        let m = std::fs::symlink_metadata(&e).unwrap();
+        if m.file_type().is_symlink() {
+            filetime::set_symlink_file_times(&e, t, t).unwrap();
+        } else {
+            filetime::set_file_times(&e, t, t).unwrap();
+        }
+    }
+}
+
+/// Every path under root (root excluded), parents before children.
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut es: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
+        es.sort();
+        for e in es {
+            let m = std::fs::symlink_metadata(&e).unwrap();
+            out.push(e.clone());
+            if m.is_dir() {
+                stack.push(e);
+            }
+        }
+    }
+    out
+}
+
+/// What a tree looks like for comparison: per relative path, type, mode, mtime, content
+/// hash or link target.
+pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for p in walk(root) {
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let desc = if m.file_type().is_symlink() {
+            format!("link {} mtime {}", std::fs::read_link(&p).unwrap().display(), m.mtime())
+        } else if m.is_dir() {
+            format!("dir {:o} mtime {}.{}", m.permissions().mode() & 0o7777, m.mtime(), m.mtime_nsec())
+        } else {
+            let data = std::fs::read(&p).unwrap();
+            format!("file {:o} mtime {}.{} len {} blake3 {}", m.permissions().mode() & 0o7777, m.mtime(), m.mtime_nsec(), data.len(), blake3::hash(&data).to_hex())
+        };
+        out.insert(rel, desc);
+    }
+    out
+}
+
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let (sa, sb) = (snapshot(a), snapshot(b));
+    if sa != sb {
+        for (k, v) in &sa {
+            match sb.get(k) {
+                None => eprintln!("missing in restore: {k}"),
+                Some(w) if w != v => eprintln!("differs: {k}\n  source:  {v}\n  restore: {w}"),
+                _ => {}
+            }
+        }
+        for k in sb.keys().filter(|k| !sa.contains_key(*k)) {
+            eprintln!("extra in restore: {k}");
+        }
+        panic!("restored tree {} differs from {}", b.display(), a.display());
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -274,7 +274,20 @@ version_of() {
     echo "## coffer --json summaries"
     echo
     for p in first night nochange; do
-      printf -- '- %s: `%s`\n' "${LABEL[$p]}" "$(tr -d '\n' <"$LOG/coffer-$p.out" | cut -c1-400)"
+      # Key fields only; the full objects are in $LOG/coffer-<phase>.out.
+      printf -- '- %s: %s\n' "${LABEL[$p]}" "$(python3 - "$LOG/coffer-$p.out" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except ValueError as e:
+    sys.exit(print(f"(unparsable --json output: {e})"))
+f = d.get("files") or {}
+print(", ".join(f"{k} {v}" for k, v in [
+    ("files new/changed/unchanged", "/".join(str(f.get(x, "?")) for x in ("new", "changed", "unchanged"))),
+    ("bytes_read", d.get("bytes_read")), ("bytes_stored", d.get("bytes_stored")),
+    ("duration_s", d.get("duration_s"))]))
+PY
+)"
     done
   fi
   echo

@@ -239,3 +239,21 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         manifest,
     })
 }
+
+/// Sources that live on the same filesystem as the repository: a backup on the database's
+/// drive dies with it.
+pub fn same_filesystem(repo_root: &std::path::Path, sources: &[(String, PathBuf)]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(repo_dev) = std::fs::metadata(repo_root).map(|m| m.dev()) else { return Vec::new() };
+    sources
+        .iter()
+        .filter(|(_, p)| std::fs::metadata(p).map(|m| m.dev() == repo_dev).unwrap_or(false))
+        .map(|(name, p)| {
+            format!(
+                "component {name:?}: {} is on the same filesystem as the repository {}; a failure of that disk would take the data and its backup together",
+                p.display(),
+                repo_root.display()
+            )
+        })
+        .collect()
+}

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use std::fs::OpenOptions;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Clone, Default)]
@@ -225,13 +225,55 @@ impl Restorer<'_> {
     }
 }
 
-/// Streams one file of a set to a writer (a single-file component to a pipe).
-pub fn write_file_to(repo: &Repo, n: &Node, out: &mut dyn std::io::Write) -> Result<u64> {
-    let mut total = 0;
-    for c in &n.content {
-        let data = repo.read_chunk(&c.chunk_id())?;
-        out.write_all(&data).map_err(|e| Error::Io { path: PathBuf::from("<output>"), source: e })?;
-        total += data.len() as u64;
+/// Reads a stored file's content as a stream, one chunk at a time (a dump into `pg_restore`,
+/// the consistency check's parser).
+pub struct NodeReader<'a> {
+    repo: &'a Repo,
+    chunks: std::vec::IntoIter<crate::tree::ChunkRef>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<'a> NodeReader<'a> {
+    pub fn new(repo: &'a Repo, n: &Node) -> NodeReader<'a> {
+        NodeReader { repo, chunks: n.content.clone().into_iter(), buf: Vec::new(), pos: 0 }
     }
-    Ok(total)
+}
+
+impl std::io::Read for NodeReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(c) = self.chunks.next() else { return Ok(0) };
+            self.buf = self.repo.read_chunk(&c.chunk_id()).map_err(std::io::Error::other)?;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Streams the single file of a component (a database dump) into `sh -c CMD`'s stdin, e.g.
+/// `pg_restore -d alfresco`. Fails when the command fails, naming it.
+pub fn pipe_component(repo: &Repo, m: &Manifest, component: &str, cmd: &str) -> Result<u64> {
+    let c = m.component(component).ok_or_else(|| Error::NotFound(format!("no component {component:?}")))?;
+    let tree = repo.read_tree(&c.root)?;
+    let files: Vec<&Node> = tree.nodes.iter().filter(|n| n.kind == NodeKind::File).collect();
+    let [file] = files.as_slice() else {
+        return Err(Error::InvalidInput(format!("component {component:?} is not a single file (a dump); restore it with --target instead")));
+    };
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Failed(format!("could not start `{cmd}`: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let copied = std::io::copy(&mut NodeReader::new(repo, file), &mut stdin);
+    drop(stdin);
+    let status = child.wait().map_err(|e| Error::Failed(format!("`{cmd}`: {e}")))?;
+    if !status.success() {
+        return Err(Error::CommandFailed { component: component.into(), command: cmd.into(), status: status.to_string(), stderr: "(see above)".into() });
+    }
+    copied.map_err(|e| Error::Failed(format!("streaming into `{cmd}`: {e}")))
 }

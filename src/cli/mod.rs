@@ -56,8 +56,42 @@ enum Cmd {
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Back up the set described by this definition file (TOML; see `coffer init-set`).
+        #[arg(long = "set", value_name = "FILE", conflicts_with = "paths")]
+        set_file: Option<PathBuf>,
+        /// Fail instead of warning when the repository shares a filesystem with a source.
+        #[arg(long)]
+        strict: bool,
         /// Directories or files; each becomes a component named after its last element.
         paths: Vec<PathBuf>,
+    },
+    /// Write a commented set definition for an Alfresco dir.root.
+    InitSet {
+        /// Alfresco's dir.root (alf_data).
+        #[arg(long)]
+        dir_root: PathBuf,
+        /// The database pg_dump should dump.
+        #[arg(long, default_value = "alfresco")]
+        db_name: String,
+        /// Write here instead of stdout (refuses to overwrite).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Check that sets are restorable (and, with --consistency, consistent).
+    Verify {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Read every pack and re-hash every chunk.
+        #[arg(long)]
+        read_data: bool,
+        /// Check a set's database dump against its contentstore (SET: id, prefix or latest).
+        #[arg(long, value_name = "SET")]
+        consistency: Option<String>,
+        /// Take the consistency settings (component names, table) from this set definition.
+        #[arg(long = "set", value_name = "FILE")]
+        set_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// List restore points, oldest first.
     Sets {
@@ -81,11 +115,18 @@ enum Cmd {
         #[command(flatten)]
         repo: RepoArg,
         set: String,
-        #[arg(long)]
-        target: PathBuf,
+        #[arg(long, required_unless_present = "pipe")]
+        target: Option<PathBuf>,
         /// Restore only this component[/path] (repeatable).
         #[arg(long = "path")]
         paths: Vec<String>,
+        /// Restore only this component (a set should be restored as a whole).
+        #[arg(long)]
+        component: Option<String>,
+        /// With --component: stream its single file (a dump) into this shell command
+        /// instead of writing it, e.g. 'pg_restore -d alfresco'.
+        #[arg(long, requires = "component")]
+        pipe: Option<String>,
         /// Replace files that already exist in the target.
         #[arg(long)]
         overwrite: bool,
@@ -162,19 +203,37 @@ fn run(cli: Cli) -> Result<i32> {
             line(&format!("created coffer repository {} at {}", r.config.repository_id, repo.repo.display()));
             Ok(0)
         }
-        Cmd::Backup { repo, name, tags, json, no_cache, threads, paths } => {
+        Cmd::Backup { repo, name, tags, json, no_cache, threads, set_file, strict, paths } => {
             let r = open(&repo)?;
-            if paths.is_empty() {
-                bail!("nothing to back up: give one or more paths");
+            let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
+            let (sources, checked_paths) = match &def {
+                Some(d) => (d.sources(), d.source_paths()),
+                None => {
+                    if paths.is_empty() {
+                        bail!("nothing to back up: give one or more paths, or --set FILE");
+                    }
+                    let mut sources = Vec::new();
+                    let mut checked = Vec::new();
+                    for p in &paths {
+                        let canon = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
+                        let name = canon.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+                        checked.push((name.clone(), canon.clone()));
+                        sources.push(coffer::backup::Source::Path { name, path: canon });
+                    }
+                    (sources, checked)
+                }
+            };
+            let strict = strict || def.as_ref().is_some_and(|d| d.strict);
+            let same = coffer::backup::same_filesystem(&repo.repo, &checked_paths);
+            for w in &same {
+                eprintln!("coffer: {}: {w}", if strict { "error" } else { "warning" });
             }
-            let mut sources = Vec::new();
-            for p in &paths {
-                let canon = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
-                let name = canon.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
-                sources.push(coffer::backup::Source::Path { name, path: canon });
+            if strict && !same.is_empty() {
+                bail!("refusing to back up onto the same filesystem as a source (--strict)");
             }
-            let mut opts = coffer::backup::Options::new(name.as_deref().unwrap_or("default"));
-            opts.tags = tags;
+            let set_name = name.or_else(|| def.as_ref().map(|d| d.name.clone())).unwrap_or_else(|| "default".into());
+            let mut opts = coffer::backup::Options::new(&set_name);
+            opts.tags = if tags.is_empty() { def.as_ref().map(|d| d.tags.clone()).unwrap_or_default() } else { tags };
             opts.threads = threads;
             opts.use_cache = !no_cache;
             opts.notify = notify();
@@ -182,8 +241,27 @@ fn run(cli: Cli) -> Result<i32> {
             let report = coffer::backup::run(&r, &sources, &opts);
             progress.finish();
             let report = report?;
-            print_backup(&report, json);
-            Ok(if report.problems.is_empty() { 0 } else { EXIT_PARTIAL })
+            // The set's own consistency: its dump against its contentstore.
+            let mut consistency = None;
+            if let Some(d) = def.as_ref().filter(|d| d.consistency.enabled) {
+                let m = &report.manifest;
+                if m.component(&d.consistency.dump_component).is_some() && m.component(&d.consistency.contentstore_component).is_some() {
+                    let t = coffer::verify::ConsistencyTarget {
+                        dump_component: d.consistency.dump_component.clone(),
+                        contentstore_component: d.consistency.contentstore_component.clone(),
+                        settings: d.consistency.settings(),
+                    };
+                    consistency = Some(coffer::verify::set_consistency(&r, m, &t));
+                }
+            }
+            print_backup(&report, json, consistency.as_ref());
+            let code = match &consistency {
+                Some(Ok(c)) if !c.is_ok() => EXIT_DAMAGE,
+                Some(Err(_)) => EXIT_DAMAGE,
+                _ if !report.problems.is_empty() => EXIT_PARTIAL,
+                _ => 0,
+            };
+            Ok(code)
         }
         Cmd::Sets { repo, json } => {
             let r = open(&repo)?;
@@ -229,17 +307,84 @@ fn run(cli: Cli) -> Result<i32> {
             })?;
             Ok(0)
         }
-        Cmd::Restore { repo, set, target, paths, overwrite, threads, json } => {
+        Cmd::Restore { repo, set, target, mut paths, component, pipe, overwrite, threads, json } => {
             let r = open(&repo)?;
             let (id, m) = r.resolve_set(&set)?;
+            if let Some(c) = &component {
+                if m.component(c).is_none() {
+                    let names: Vec<&str> = m.components.iter().map(|c| c.name.as_str()).collect();
+                    bail!("set {} has no component {c:?} (components: {})", id.short(), names.join(", "));
+                }
+                if m.components.len() > 1 {
+                    eprintln!(
+                        "coffer: note: restoring only component {c:?}. The components of a set belong together: restore the database and the contentstore from the same set, or the repository may be corrupted."
+                    );
+                }
+                paths.push(c.clone());
+            }
+            if let (Some(cmd), Some(c)) = (&pipe, &component) {
+                let n = coffer::restore::pipe_component(&r, &m, c, cmd)?;
+                eprintln!("streamed {} of component {c:?} from set {} into `{cmd}`", bytes(n), id.short());
+                print_checklist(&m);
+                return Ok(0);
+            }
+            let target = target.context("--target is required")?;
             let opts = coffer::restore::Options { overwrite, paths, threads };
             let rep = coffer::restore::restore(&r, &m, &target, &opts)?;
+            print_checklist(&m);
             if json {
                 json_line(&serde_json::json!({"set": id.to_hex(), "files": rep.files, "dirs": rep.dirs, "symlinks": rep.symlinks, "bytes": rep.bytes, "duration_s": rep.duration_s}));
             } else {
                 eprintln!("restored set {} into {}: {} files, {} dirs, {} in {:.1}s", id.short(), target.display(), rep.files, rep.dirs, bytes(rep.bytes), rep.duration_s);
             }
             Ok(0)
+        }
+        Cmd::InitSet { dir_root, db_name, output } => {
+            let text = coffer::setdef::alfresco_template(&dir_root, &db_name);
+            match output {
+                Some(p) => {
+                    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&p).with_context(|| format!("{}", p.display()))?;
+                    std::io::Write::write_all(&mut f, text.as_bytes()).with_context(|| format!("{}", p.display()))?;
+                    eprintln!("wrote {}", p.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(0)
+        }
+        Cmd::Verify { repo, read_data, consistency, set_file, json } => {
+            let r = open(&repo)?;
+            if let Some(spec) = consistency {
+                let (id, m) = r.resolve_set(&spec)?;
+                let mut t = coffer::verify::ConsistencyTarget::default();
+                if let Some(f) = set_file {
+                    let d = coffer::setdef::SetDefinition::load(&f)?;
+                    t = coffer::verify::ConsistencyTarget {
+                        dump_component: d.consistency.dump_component.clone(),
+                        contentstore_component: d.consistency.contentstore_component.clone(),
+                        settings: d.consistency.settings(),
+                    };
+                }
+                let rep = coffer::verify::set_consistency(&r, &m, &t)?;
+                let order = coffer::verify::order_violations(&id, &m);
+                if json {
+                    json_line(&serde_json::json!({"set": id.to_hex(), "consistent": rep.is_ok() && order.is_empty(), "report": rep, "order_violations": order}));
+                } else {
+                    eprintln!("set {} ({} {}):", id.short(), m.name, m.started);
+                    eprint!("{}", rep.summary());
+                    for o in &order {
+                        eprintln!("{o}");
+                    }
+                }
+                return Ok(if rep.is_ok() && order.is_empty() { 0 } else { EXIT_DAMAGE });
+            }
+            let _lease = coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Shared, "verify", &mut |m| eprintln!("coffer: {m}"))?;
+            let rep = coffer::verify::verify(&r, &coffer::verify::Options { read_data })?;
+            if json {
+                json_line(&serde_json::to_value(&rep).expect("json"));
+            } else {
+                print_verify(&rep, read_data);
+            }
+            Ok(if rep.is_ok() { 0 } else { EXIT_DAMAGE })
         }
         Cmd::Stats { repo, json } => {
             let r = open(&repo)?;
@@ -283,7 +428,66 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-fn print_backup(r: &coffer::backup::Report, json: bool) {
+fn print_verify(r: &coffer::verify::Report, read_data: bool) {
+    for e in &r.errors {
+        eprintln!("damage: {e}");
+    }
+    for o in &r.order_violations {
+        eprintln!("order: {o}");
+    }
+    for (set, affected) in &r.damaged_sets {
+        eprintln!("set {set} is DAMAGED; affected:");
+        for a in affected.iter().take(50) {
+            eprintln!("    {a}");
+        }
+        if affected.len() > 50 {
+            eprintln!("    ... and {} more", affected.len() - 50);
+        }
+    }
+    for p in &r.unused_packs {
+        eprintln!("unused pack (no index entry): {p}");
+    }
+    eprintln!(
+        "{}: {} sets ({} intact), {} trees, {} chunks, {} packs{}",
+        if r.is_ok() { "no errors" } else { "ERRORS FOUND" },
+        r.sets,
+        r.intact_sets.len(),
+        r.trees,
+        r.chunks,
+        r.packs,
+        if read_data { format!(", {} packs read ({})", r.packs_read, bytes(r.bytes_read)) } else { String::new() }
+    );
+}
+
+/// What the Alfresco documentation asks of whoever restores a set.
+fn print_checklist(m: &coffer::set::Manifest) {
+    use coffer::set::ComponentKind;
+    if !m.components.iter().any(|c| c.kind != ComponentKind::Directory) {
+        return;
+    }
+    eprintln!(
+        "\nAfter restoring set {:?} ({}):
+  1. Restore the database and the contentstore (dir.root) from this same set, never from
+     different sets: otherwise the repository may be corrupted.
+  2. Put the Solr snapshot in place of the index (or let Solr reindex from the database).
+  3. If this copy runs beside production (a replica or test clone), before starting it set in
+     alfresco-global.properties:
+         sync.mode=OFF
+         sync.pushJob.enabled=false
+         sync.pullJob.enabled=false
+     and keep it network-isolated from the production nodes (it would try to join their cluster).",
+        m.name, m.started
+    );
+}
+
+fn print_backup(r: &coffer::backup::Report, json: bool, consistency: Option<&coffer::Result<coffer::consistency::ConsistencyReport>>) {
+    if let Some(c) = consistency {
+        match c {
+            Ok(c) if !json => eprint!("{}", c.summary()),
+            Err(e) => eprintln!("coffer: consistency check failed: {e}"),
+            _ => {}
+        }
+    }
     if json {
         json_line(&serde_json::json!({
             "set": r.set.to_hex(),
@@ -297,6 +501,10 @@ fn print_backup(r: &coffer::backup::Report, json: bool) {
             "packs": r.packs,
             "duration_s": r.duration_s,
             "problems": r.problems,
+            "consistency": consistency.map(|c| match c {
+                Ok(c) => serde_json::json!({"ok": c.is_ok(), "report": c}),
+                Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+            }),
             "components": r.manifest.components.iter().map(|c| serde_json::json!({
                 "name": c.name, "kind": c.kind, "files": c.files, "bytes": c.bytes, "stored_bytes": c.stored_bytes,
                 "started": c.started, "finished": c.finished,

@@ -1,4 +1,5 @@
 //! The integration-test binary: drives the real `coffer` binary and the library against
 //! real directories, a real PostgreSQL server and real tools.
 mod engine;
+mod sets;
 mod support;

@@ -145,3 +145,5 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+pub mod pg;

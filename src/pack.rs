@@ -193,8 +193,26 @@ pub fn decode_blob(path: &Path, e: &Entry, stored: &[u8], hasher: &crate::chunke
     Ok(raw)
 }
 
+/// Chunks larger than this are first judged by compressing a sample from their middle.
+const SAMPLE: usize = 32 * 1024;
+
+/// Would zstd save at least 1/32 of `data`?
+fn pays(data: &[u8], level: i32) -> bool {
+    zstd::bulk::compress(data, level).map(|c| c.len() + data.len() / 32 < data.len()).unwrap_or(false)
+}
+
 /// Compresses a chunk, or keeps it raw when zstd doesn't save at least 1/32 of it.
+///
+/// Most contentstore bytes are already compressed (PDFs, images, office files); compressing
+/// them whole only to throw the result away would cost most of a backup's CPU. So a chunk
+/// more than twice [`SAMPLE`] long is compressed only if a 32 KiB sample from its middle pays.
 pub fn compress(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
+    if raw.len() > 2 * SAMPLE {
+        let mid = raw.len() / 2;
+        if !pays(&raw[mid - SAMPLE / 2..mid + SAMPLE / 2], level) {
+            return (Compression::None, raw.to_vec());
+        }
+    }
     if raw.len() >= 64 {
         if let Ok(c) = zstd::bulk::compress(raw, level) {
             if c.len() + raw.len() / 32 < raw.len() {
@@ -275,23 +293,18 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Writes the trailer, fsyncs, renames into place and fsyncs the directory.
-    pub fn finish(mut self) -> Result<Finished> {
+    /// Writes the trailer and closes the file; the pack is complete but not yet durable.
+    pub fn close(mut self) -> Result<Closed> {
         let trailer = encode_trailer(&self.entries);
         self.write(&trailer)?;
         let file = self.out.into_inner().map_err(|e| Error::Io { path: self.tmp_path.clone(), source: e.into_error() })?;
-        file.sync_all().ctx(&self.tmp_path)?;
-        drop(file);
         let id = PackId(Id(*self.hash.finalize().as_bytes()));
-        let dest = pack_path(&self.repo, &id);
-        let dir = dest.parent().expect("pack path has a parent");
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).ctx(dir)?;
-            crate::store::sync_dir(dir.parent().expect("packs dir"))?;
-        }
-        std::fs::rename(&self.tmp_path, &dest).ctx(&dest)?;
-        crate::store::sync_dir(dir)?;
-        Ok(Finished { id, size: self.offset, entries: self.entries })
+        Ok(Closed { repo: self.repo, tmp_path: self.tmp_path, file, pack: Finished { id, size: self.offset, entries: self.entries } })
+    }
+
+    /// `close` then `persist`.
+    pub fn finish(self) -> Result<Finished> {
+        self.close()?.persist()
     }
 
     /// Gives up on this pack (an error elsewhere ended the run).
@@ -299,6 +312,37 @@ impl PackWriter {
         let path = self.tmp_path.clone();
         drop(self);
         let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A complete pack in `tmp/`, waiting to be made durable. Sealing is separate from writing so
+/// the writer can fill the next pack while this one is fsynced.
+pub struct Closed {
+    repo: PathBuf,
+    tmp_path: PathBuf,
+    file: File,
+    pack: Finished,
+}
+
+impl Closed {
+    /// fsyncs the pack, renames it into `packs/xx/<id>` and fsyncs the directory.
+    pub fn persist(self) -> Result<Finished> {
+        self.file.sync_all().ctx(&self.tmp_path)?;
+        drop(self.file);
+        let dest = pack_path(&self.repo, &self.pack.id);
+        let dir = dest.parent().expect("pack path has a parent");
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).ctx(dir)?;
+            crate::store::sync_dir(dir.parent().expect("packs dir"))?;
+        }
+        std::fs::rename(&self.tmp_path, &dest).ctx(&dest)?;
+        crate::store::sync_dir(dir)?;
+        Ok(self.pack)
+    }
+
+    pub fn abandon(self) {
+        drop(self.file);
+        let _ = std::fs::remove_file(&self.tmp_path);
     }
 }
 

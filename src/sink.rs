@@ -118,9 +118,11 @@ pub fn build_filter(index: &Index) -> Result<Filter> {
     Ok(f)
 }
 
-/// The single pack writer: appends blobs to the current pack, closes packs at the target
-/// size, makes them durable, records them in the index, then retires their ids from
-/// `pending` into the filter. Returns the packs written.
+/// The single pack writer: appends blobs to the current pack and closes packs at the target
+/// size. Closed packs go to a sealing thread that makes them durable, records them in the
+/// index and then retires their ids from `pending` into the filter, while the writer fills
+/// the next pack. Returns the packs written.
+#[allow(clippy::too_many_arguments)]
 pub fn write_packs(
     repo: &Path,
     mut index: Index,
@@ -131,44 +133,74 @@ pub fn write_packs(
     counters: &Counters,
     now: i64,
 ) -> Result<Vec<PackId>> {
-    let mut written = Vec::new();
-    let mut current: Option<PackWriter> = None;
-    let result = (|| {
-        for blob in rx.iter() {
-            let w = match current.as_mut() {
-                Some(w) => w,
-                None => current.insert(PackWriter::create(repo)?),
-            };
-            w.add(blob.id, blob.kind, blob.compression, &blob.stored, blob.raw_len)?;
-            if w.size() >= target {
-                let w = current.take().expect("just used");
-                written.push(seal(w, &mut index, filter, pending, counters, now)?);
+    std::thread::scope(|scope| {
+        let (seal_tx, seal_rx) = crossbeam_channel::bounded::<pack::Closed>(2);
+        let sealer = scope.spawn(move || -> Result<Vec<PackId>> {
+            let mut written = Vec::new();
+            let mut failed = None;
+            for closed in seal_rx.iter() {
+                if failed.is_some() {
+                    closed.abandon();
+                    continue;
+                }
+                match seal(closed, &mut index, filter, pending, counters, now) {
+                    Ok(id) => written.push(id),
+                    Err(e) => failed = Some(e),
+                }
             }
-        }
-        if let Some(w) = current.take() {
-            written.push(seal(w, &mut index, filter, pending, counters, now)?);
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(written),
+            }
+        });
+        let mut current: Option<PackWriter> = None;
+        let fill = (|| -> Result<()> {
+            for blob in rx.iter() {
+                let w = match current.as_mut() {
+                    Some(w) => w,
+                    None => current.insert(PackWriter::create(repo)?),
+                };
+                w.add(blob.id, blob.kind, blob.compression, &blob.stored, blob.raw_len)?;
+                if w.size() >= target {
+                    let closed = current.take().expect("just used").close()?;
+                    if let Err(e) = seal_tx.send(closed) {
+                        e.into_inner().abandon();
+                        return Err(Error::Failed("the pack sealer stopped".into()));
+                    }
+                }
+            }
+            if let Some(w) = current.take() {
+                let closed = w.close()?;
+                if let Err(e) = seal_tx.send(closed) {
+                    e.into_inner().abandon();
+                    return Err(Error::Failed("the pack sealer stopped".into()));
+                }
+            }
+            Ok(())
+        })();
         if let Some(w) = current.take() {
             w.abandon();
         }
+        drop(seal_tx);
         // Dropping `rx` (by returning) makes every sender fail fast.
-        return Err(e);
-    }
-    Ok(written)
+        drop(rx);
+        let sealed = sealer.join().map_err(|_| Error::Failed("the pack sealer panicked".into()))?;
+        // The sealer's error (disk full on fsync …) is the root cause of a "sealer stopped".
+        let written = sealed?;
+        fill?;
+        Ok(written)
+    })
 }
 
 fn seal(
-    w: PackWriter,
+    closed: pack::Closed,
     index: &mut Index,
     filter: &RwLock<Filter>,
     pending: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
     now: i64,
 ) -> Result<PackId> {
-    let finished = w.finish()?;
+    let finished = closed.persist()?;
     index.add_pack(&finished, now)?;
     counters.pack_bytes.fetch_add(finished.size, Relaxed);
     counters.packs.fetch_add(1, Relaxed);

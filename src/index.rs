@@ -227,6 +227,24 @@ impl Index {
         Ok(Totals { packs: packs as u64, pack_bytes: pack_bytes as u64, chunks: chunks as u64, raw_bytes: raw as u64, stored_bytes: stored as u64 })
     }
 
+    /// Records that a pack was read whole and found intact at `now` (seconds).
+    pub fn set_verified(&self, pack: &PackId, now: i64) -> Result<()> {
+        sql(&self.path, self.conn.execute("UPDATE packs SET verified = ?1 WHERE id = ?2", params![now, &pack.as_bytes()[..]])).map(|_| ())
+    }
+
+    /// Every indexed pack with its size and when it was last read-verified (never: `None`).
+    pub fn packs_verified(&self) -> Result<Vec<(PackId, u64, Option<i64>)>> {
+        let mut st = sql(&self.path, self.conn.prepare("SELECT id, size, verified FROM packs ORDER BY id"))?;
+        let rows = sql(&self.path, st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?))))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, size, v) = sql(&self.path, r)?;
+            let id = PackId::from_slice(&id).ok_or_else(|| Error::corrupt(&self.path, 0, "bad pack id row"))?;
+            out.push((id, size as u64, v));
+        }
+        Ok(out)
+    }
+
     /// Every indexed pack with its recorded size.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut st = sql(&self.path, self.conn.prepare("SELECT id, size FROM packs ORDER BY id"))?;

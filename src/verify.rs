@@ -14,9 +14,66 @@ use crate::set::Manifest;
 use crate::tree::NodeKind;
 use std::collections::{HashMap, HashSet};
 
+/// Which packs `verify` reads whole.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ReadData {
+    /// None: structural checks only.
+    #[default]
+    None,
+    All,
+    /// Slice `n` of `m` (1-based), by pack id: `1/7` … `7/7` together cover every pack.
+    Subset(u64, u64),
+    /// About this percentage of packs, chosen at random.
+    Percent(f64),
+    /// Packs not read-verified within this many seconds, oldest first.
+    Stale(i64),
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    pub read_data: bool,
+    pub read_data: ReadData,
+    /// Now, in seconds since the epoch (injected for tests of `Stale`).
+    pub now: i64,
+}
+
+/// Parses `N/M` for `--read-data-subset`.
+pub fn parse_subset(s: &str) -> std::result::Result<(u64, u64), String> {
+    let (n, m) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected N/M, e.g. 3/7"))?;
+    let (n, m): (u64, u64) = (n.trim().parse().map_err(|_| format!("{s:?}: N is not a number"))?, m.trim().parse().map_err(|_| format!("{s:?}: M is not a number"))?);
+    if m == 0 || n == 0 || n > m {
+        return Err(format!("{s:?}: need 1 <= N <= M"));
+    }
+    Ok((n, m))
+}
+
+/// Parses an age such as `30d`, `12h`, `90m`, `3600s` or `2w` into seconds.
+pub fn parse_age(s: &str) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| format!("{s:?}: expected a number and a unit (s, m, h, d, w)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (s, m, h, d, w)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?}: too large"))
+}
+
+fn selected(id: &PackId, verified: Option<i64>, how: ReadData, now: i64) -> bool {
+    match how {
+        ReadData::None => false,
+        ReadData::All => true,
+        ReadData::Subset(n, m) => id.0.prefix_u64() % m == n - 1,
+        ReadData::Percent(p) => {
+            let mut r = [0u8; 8];
+            let _ = getrandom::getrandom(&mut r);
+            (u64::from_le_bytes(r) as f64 / u64::MAX as f64) * 100.0 < p
+        }
+        ReadData::Stale(age) => verified.is_none_or(|v| v < now - age),
+    }
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -85,10 +142,10 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     rep.sets = sets.len() as u64;
 
     // Packs: indexed ones must exist with the recorded size and a readable trailer.
-    let indexed = repo.index()?.packs()?;
+    let mut indexed = repo.index()?.packs_verified()?;
     rep.packs = indexed.len() as u64;
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();
-    for (id, size) in &indexed {
+    for (id, size, _) in &indexed {
         let path = crate::pack::pack_path(&repo.root, id);
         let check = match std::fs::metadata(&path) {
             Err(e) => Err(format!("{}: missing ({e})", path.display())),
@@ -99,7 +156,7 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
             bad_packs.insert(*id, why);
         }
     }
-    let indexed_ids: HashSet<PackId> = indexed.iter().map(|(id, _)| *id).collect();
+    let indexed_ids: HashSet<PackId> = indexed.iter().map(|(id, _, _)| *id).collect();
     for p in crate::repo::list_packs(&repo.root)? {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         match name.parse::<PackId>() {
@@ -110,20 +167,27 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
 
     // Full read of every pack (not yet known bad): hash, trailer, every chunk.
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
-    if opts.read_data {
-        for (id, _) in &indexed {
-            if bad_packs.contains_key(id) {
-                continue;
+    // Least recently verified first, so a bounded nightly run makes progress through them all.
+    indexed.sort_by_key(|(id, _, v)| (v.unwrap_or(i64::MIN), *id));
+    for (id, _, verified) in &indexed {
+        if bad_packs.contains_key(id) || !selected(id, *verified, opts.read_data, opts.now) {
+            continue;
+        }
+        let path = crate::pack::pack_path(&repo.root, id);
+        match read_whole_pack(repo, id, &path, &mut bad_chunks) {
+            Ok((n, None)) => {
+                rep.packs_read += 1;
+                rep.bytes_read += n;
+                repo.index()?.set_verified(id, opts.now)?;
             }
-            let path = crate::pack::pack_path(&repo.root, id);
-            match read_whole_pack(repo, id, &path, &mut bad_chunks) {
-                Ok(n) => {
-                    rep.packs_read += 1;
-                    rep.bytes_read += n;
-                }
-                Err(e) => {
-                    bad_packs.insert(*id, e.to_string());
-                }
+            Ok((n, Some(why))) => {
+                // The trailer reads, so only the chunks that fail are damaged.
+                rep.packs_read += 1;
+                rep.bytes_read += n;
+                rep.errors.push(why);
+            }
+            Err(e) => {
+                bad_packs.insert(*id, e.to_string());
             }
         }
     }
@@ -154,28 +218,28 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     Ok(rep)
 }
 
-fn read_whole_pack(repo: &Repo, id: &PackId, path: &std::path::Path, bad: &mut HashMap<ChunkId, String>) -> Result<u64> {
+/// Reads a pack whole: returns its size and, when its hash does not match its name but its
+/// trailer is intact, a description (the damaged chunks are added to `bad`). An unreadable
+/// trailer is an error: then every chunk of the pack is lost.
+fn read_whole_pack(repo: &Repo, id: &PackId, path: &std::path::Path, bad: &mut HashMap<ChunkId, String>) -> Result<(u64, Option<String>)> {
     let data = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-    if blake3::hash(&data).as_bytes() != id.as_bytes() {
-        // Say which chunks are hit, not just that the file is off.
-        if let Ok(entries) = crate::pack::read_trailer(path) {
-            for e in entries {
-                let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-                if let Err(err) = crate::pack::decode_blob(path, &e, stored, &repo.hasher) {
-                    bad.insert(e.id, err.to_string());
-                }
-            }
-        }
-        return Err(Error::corrupt(path, 0, "pack content does not match its name (damaged)"));
-    }
     let entries = crate::pack::read_trailer(path)?;
+    let mut damaged = 0;
     for e in entries {
         let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
         if let Err(err) = crate::pack::decode_blob(path, &e, stored, &repo.hasher) {
             bad.insert(e.id, err.to_string());
+            damaged += 1;
         }
     }
-    Ok(data.len() as u64)
+    let hash_ok = blake3::hash(&data).as_bytes() == id.as_bytes();
+    let why = match (hash_ok, damaged) {
+        (true, 0) => None,
+        (true, n) => Some(format!("{}: {n} damaged chunk(s)", path.display())),
+        (false, 0) => Some(format!("{}: content does not match its name, but every chunk checks out (damage outside the chunks)", path.display())),
+        (false, n) => Some(format!("{}: damaged: content does not match its name, {n} chunk(s) affected", path.display())),
+    };
+    Ok((data.len() as u64, why))
 }
 
 #[allow(clippy::too_many_arguments)]

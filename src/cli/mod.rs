@@ -84,6 +84,15 @@ enum Cmd {
         /// Read every pack and re-hash every chunk.
         #[arg(long)]
         read_data: bool,
+        /// Read only slice N of M of the packs (N/M; 1/7 .. 7/7 cover everything).
+        #[arg(long, value_name = "N/M", value_parser = coffer::verify::parse_subset)]
+        read_data_subset: Option<(u64, u64)>,
+        /// Read about P percent of the packs, chosen at random.
+        #[arg(long, value_name = "P")]
+        read_data_percent: Option<f64>,
+        /// Read the packs not read-verified within AGE (e.g. 30d), oldest first.
+        #[arg(long, value_name = "AGE", value_parser = coffer::verify::parse_age)]
+        read_data_stale: Option<i64>,
         /// Check a set's database dump against its contentstore (SET: id, prefix or latest).
         #[arg(long, value_name = "SET")]
         consistency: Option<String>,
@@ -351,7 +360,17 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Verify { repo, read_data, consistency, set_file, json } => {
+        Cmd::Verify { repo, read_data, read_data_subset, read_data_percent, read_data_stale, consistency, set_file, json } => {
+            use coffer::verify::ReadData;
+            let how = match (read_data, read_data_subset, read_data_percent, read_data_stale) {
+                (false, None, None, None) => ReadData::None,
+                (true, None, None, None) => ReadData::All,
+                (false, Some((n, m)), None, None) => ReadData::Subset(n, m),
+                (false, None, Some(p), None) if (0.0..=100.0).contains(&p) => ReadData::Percent(p),
+                (false, None, Some(p), None) => bail!("--read-data-percent {p}: must be between 0 and 100"),
+                (false, None, None, Some(age)) => ReadData::Stale(age),
+                _ => bail!("give at most one of --read-data, --read-data-subset, --read-data-percent, --read-data-stale"),
+            };
             let r = open(&repo)?;
             if let Some(spec) = consistency {
                 let (id, m) = r.resolve_set(&spec)?;
@@ -378,11 +397,12 @@ fn run(cli: Cli) -> Result<i32> {
                 return Ok(if rep.is_ok() && order.is_empty() { 0 } else { EXIT_DAMAGE });
             }
             let _lease = coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Shared, "verify", &mut |m| eprintln!("coffer: {m}"))?;
-            let rep = coffer::verify::verify(&r, &coffer::verify::Options { read_data })?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let rep = coffer::verify::verify(&r, &coffer::verify::Options { read_data: how, now })?;
             if json {
                 json_line(&serde_json::to_value(&rep).expect("json"));
             } else {
-                print_verify(&rep, read_data);
+                print_verify(&rep, how != ReadData::None);
             }
             Ok(if rep.is_ok() { 0 } else { EXIT_DAMAGE })
         }
@@ -442,6 +462,11 @@ fn print_verify(r: &coffer::verify::Report, read_data: bool) {
         }
         if affected.len() > 50 {
             eprintln!("    ... and {} more", affected.len() - 50);
+        }
+    }
+    if !r.damaged_sets.is_empty() {
+        for s in &r.intact_sets {
+            eprintln!("set {s} is intact");
         }
     }
     for p in &r.unused_packs {

@@ -1,6 +1,7 @@
 //! The integration-test binary: drives the real `coffer` binary and the library against
 //! real directories, a real PostgreSQL server and real tools.
 mod engine;
+mod faults;
 mod pg_selftest;
 mod sets;
 mod support;

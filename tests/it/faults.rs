@@ -1,0 +1,339 @@
+//! Fault tolerance: damaged packs are found and attributed, a lost index is rebuilt, kills at
+//! random moments and a full disk never leave a broken repository, concurrent backups both
+//! commit, and leases behave.
+
+use crate::support::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A repository with several packs: three big random files, some small text files.
+fn populated(env: &Env) -> PathBuf {
+    let src = env.path("docs");
+    for i in 0..3 {
+        write(&src.join(format!("big/file{i}.bin")), &bytes(50 + i, 18 * 1024 * 1024));
+    }
+    for i in 0..20 {
+        write(&src.join(format!("small/note{i}.txt")), format!("note {i}\n").repeat(500).as_bytes());
+    }
+    env.init();
+    env.backup_json(&[src.to_str().unwrap()]);
+    src
+}
+
+fn copy_repo(env: &Env, name: &str) -> PathBuf {
+    let dest = env.path(name);
+    let st = Command::new("cp").args(["-a", env.repo().to_str().unwrap(), dest.to_str().unwrap()]).status().unwrap();
+    assert!(st.success());
+    dest
+}
+
+/// The pack holding the given file's first chunk.
+fn pack_of(repo: &Path, file_needle: &str, env: &Env) -> PathBuf {
+    let r = coffer::repo::Repo::open(repo).unwrap();
+    let (_, m) = r.resolve_set("latest").unwrap();
+    let (node, _) = coffer::browse::lookup(&r, &m, file_needle).unwrap();
+    let node = node.expect("a file");
+    let loc = r.index().unwrap().lookup(&node.content[0].chunk_id()).unwrap().unwrap();
+    let _ = env;
+    coffer::pack::pack_path(repo, &loc.pack)
+}
+
+fn verify(env: &Env, repo: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["verify", "--repo", repo.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = env.run(&args);
+    (o.status.code(), stderr(&o))
+}
+
+#[test]
+fn damaged_packs_are_detected_and_attributed_to_sets_and_files() {
+    let env = Env::new();
+    populated(&env);
+    let (code, msg) = verify(&env, &env.repo(), &["--read-data"]);
+    assert_eq!(code, Some(0), "{msg}");
+
+    // One flipped bit in a pack body: only a full read sees it.
+    let repo = copy_repo(&env, "flip");
+    let pack = pack_of(&repo, "docs/big/file1.bin", &env);
+    let mut data = std::fs::read(&pack).unwrap();
+    data[5000] ^= 0x04;
+    std::fs::write(&pack, &data).unwrap();
+    assert_eq!(verify(&env, &repo, &[]).0, Some(0), "structural verify reads no pack bodies");
+    let (code, msg) = verify(&env, &repo, &["--read-data"]);
+    assert_eq!(code, Some(4), "{msg}");
+    assert!(msg.contains("DAMAGED") && msg.contains("docs/big/file1.bin"), "{msg}");
+    assert!(!msg.contains("docs/big/file0.bin") && !msg.contains("small/note"), "damage over-reported: {msg}");
+
+    // A truncated pack, a missing pack, a corrupt trailer: the structural check sees them.
+    let repo = copy_repo(&env, "trunc");
+    let pack = pack_of(&repo, "docs/big/file2.bin", &env);
+    let len = std::fs::metadata(&pack).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len / 2).unwrap();
+    let (code, msg) = verify(&env, &repo, &[]);
+    assert_eq!(code, Some(4), "{msg}");
+    assert!(msg.contains(pack.file_name().unwrap().to_str().unwrap()) && msg.contains("docs/big/file2.bin"), "{msg}");
+
+    let repo = copy_repo(&env, "missing");
+    let pack = pack_of(&repo, "docs/big/file0.bin", &env);
+    std::fs::remove_file(&pack).unwrap();
+    let (code, msg) = verify(&env, &repo, &[]);
+    assert_eq!(code, Some(4), "{msg}");
+    assert!(msg.contains("missing") && msg.contains("docs/big/file0.bin"), "{msg}");
+
+    let repo = copy_repo(&env, "trailer");
+    let pack = pack_of(&repo, "docs/big/file1.bin", &env);
+    let mut data = std::fs::read(&pack).unwrap();
+    let at = data.len() - 48 - 20; // inside the entries
+    data[at] ^= 0xff;
+    std::fs::write(&pack, &data).unwrap();
+    let (code, msg) = verify(&env, &repo, &["--json"]);
+    assert_eq!(code, Some(4), "{msg}");
+    let o = env.run(&["verify", "--repo", repo.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let errors = v["errors"].to_string();
+    assert!(errors.contains("trailer checksum"), "{v}");
+    assert_eq!(v["damaged_sets"].as_array().unwrap().len(), 1, "{v}");
+}
+
+#[test]
+fn read_data_subsets_cover_every_pack_and_stale_reads_only_unverified() {
+    let env = Env::new();
+    populated(&env);
+    let repo = env.repo();
+    let total = coffer::repo::list_packs(&repo).unwrap().len() as u64;
+    let mut read = 0;
+    for n in 1..=3 {
+        let o = env.run(&["verify", "--repo", repo.to_str().unwrap(), "--read-data-subset", &format!("{n}/3"), "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        read += v["packs_read"].as_u64().unwrap();
+    }
+    assert_eq!(read, total, "the three slices together read every pack once");
+    // Everything was just verified: a 30-day staleness run reads nothing; a new pack is read.
+    let o = env.run(&["verify", "--repo", repo.to_str().unwrap(), "--read-data-stale", "30d", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["packs_read"].as_u64(), Some(0), "{v}");
+    write(&env.path("more/new.bin"), &bytes(77, 100_000));
+    env.backup_json(&[env.path("more").to_str().unwrap()]);
+    let o = env.run(&["verify", "--repo", repo.to_str().unwrap(), "--read-data-stale", "30d", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["packs_read"].as_u64(), Some(1), "{v}");
+    let bad = env.run(&["verify", "--repo", repo.to_str().unwrap(), "--read-data-subset", "4/3"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+#[test]
+fn a_lost_or_garbage_index_is_a_clear_error_and_repair_rebuilds_it() {
+    let env = Env::new();
+    let src = populated(&env);
+    let cases: [(&str, fn(&Path)); 3] = [
+        ("deleted", |p| std::fs::remove_file(p).unwrap()),
+        ("truncated", |p| std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(1000).unwrap()),
+        ("garbage", |p| std::fs::write(p, bytes(3, 200_000)).unwrap()),
+    ];
+    for (what, damage) in cases {
+        let repo = copy_repo(&env, what);
+        let idx = repo.join("index.sqlite");
+        // Fold the WAL in first so the damage hits the real database.
+        for s in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", idx.display()));
+        }
+        damage(&idx);
+        let out = env.path(&format!("out-{what}"));
+        let o = env.run(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{what}: {}", stderr(&o));
+        assert!(stderr(&o).contains("index.sqlite") && stderr(&o).contains("repair index"), "{what}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{what}: {}", stderr(&o));
+        let r = env.ok(&["repair", "index", "--repo", repo.to_str().unwrap()]);
+        assert!(r.contains("rebuilt index"), "{r}");
+        let (code, msg) = verify(&env, &repo, &["--read-data"]);
+        assert_eq!(code, Some(0), "{what}: {msg}");
+        env.ok(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", out.to_str().unwrap()]);
+        assert_same_tree(&src, &out.join("docs"));
+    }
+}
+
+/// xorshift for the kill schedule.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[test]
+fn sigkill_at_random_moments_never_breaks_the_repository() {
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..6 {
+        write(&src.join(format!("d{}/f{i}.bin", i % 2)), &bytes(i, 3 * 1024 * 1024));
+    }
+    env.init();
+    let repo = env.repo();
+    let mut expected: Vec<(String, std::collections::BTreeMap<String, String>)> = Vec::new();
+    let mut rng = 0x5eed_u64;
+    let sets = |repo: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(repo.join("sets")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    for round in 0..20u64 {
+        // Change two files, then start a backup and kill it after a random delay: the fault
+        // being injected is the kill itself, at an arbitrary point of the run.
+        for k in 0..2 {
+            let i = (round * 2 + k) % 6;
+            write(&src.join(format!("d{}/f{i}.bin", i % 2)), &bytes(1000 + round * 10 + k, 3 * 1024 * 1024 + round as usize));
+        }
+        let state = snapshot(&src);
+        let before = sets(&repo);
+        let mut child = Command::new(coffer_bin())
+            .args(["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()])
+            .env("COFFER_CACHE_DIR", env.path("cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(next(&mut rng) % 400));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let after = sets(&repo);
+        // A run killed after its commit point legitimately committed its set.
+        for s in after.iter().filter(|s| !before.contains(s)) {
+            expected.push((s.clone(), state.clone()));
+        }
+        let (code, msg) = verify(&env, &repo, &[]);
+        assert_eq!(code, Some(0), "round {round}: verify after kill: {msg}");
+        let r = env.backup_json(&[src.to_str().unwrap()]);
+        expected.push((r["set"].as_str().unwrap().to_string(), state));
+    }
+    let (code, msg) = verify(&env, &repo, &["--read-data"]);
+    assert_eq!(code, Some(0), "{msg}");
+    for (i, (set, state)) in expected.iter().enumerate() {
+        let out = env.path(&format!("r{i}"));
+        env.ok(&["restore", "--repo", repo.to_str().unwrap(), set, "--target", out.to_str().unwrap()]);
+        assert_eq!(&snapshot(&out.join("src")), state, "set {set} does not restore to what was backed up");
+    }
+}
+
+/// A small tmpfs, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(at: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(at).unwrap();
+        let o = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str().unwrap()]).output().unwrap();
+        assert!(o.status.success(), "this test needs to mount a small tmpfs (run as root): {}", stderr(&o));
+        SmallFs(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_backup_cleanly_and_leaves_a_valid_repository() {
+    let env = Env::new();
+    let fs = SmallFs::mount(&env.path("small"), "24m");
+    let repo = fs.0.join("repo");
+    env.ok(&["init", "--repo", repo.to_str().unwrap()]);
+    let src = env.path("src");
+    write(&src.join("keep.txt"), b"small and important");
+    for i in 0..4 {
+        write(&src.join(format!("huge{i}.bin")), &bytes(900 + i, 12 * 1024 * 1024));
+    }
+    let o = env.run(&["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let msg = stderr(&o);
+    assert!(msg.contains("No space left on device") && msg.contains(repo.to_str().unwrap()), "{msg}");
+    assert_eq!(std::fs::read_dir(repo.join("sets")).unwrap().count(), 0, "a failed run committed a set");
+    let (code, msg) = verify(&env, &repo, &["--read-data"]);
+    assert_eq!(code, Some(0), "repository not valid after a full disk: {msg}");
+    let leftovers: Vec<_> = std::fs::read_dir(repo.join("tmp")).unwrap().collect();
+    assert!(leftovers.is_empty(), "partial files left in tmp/: {leftovers:?}");
+    // With the big files gone, the same source fits and commits.
+    for i in 0..4 {
+        std::fs::remove_file(src.join(format!("huge{i}.bin"))).unwrap();
+    }
+    env.ok(&["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()]);
+    let out = env.path("out");
+    env.ok(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out.join("src"));
+    drop(fs);
+}
+
+#[test]
+fn two_concurrent_backups_both_commit_valid_sets() {
+    let env = Env::new();
+    env.init();
+    let repo = env.repo();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for i in 0..8 {
+        write(&a.join(format!("f{i}")), &bytes(i, 2 * 1024 * 1024));
+        // Half of b is identical to a: both runs race to store the same chunks.
+        let seed = if i % 2 == 0 { i } else { 100 + i };
+        write(&b.join(format!("f{i}")), &bytes(seed, 2 * 1024 * 1024));
+    }
+    let spawn = |p: &Path| {
+        Command::new(coffer_bin())
+            .args(["backup", "--repo", repo.to_str().unwrap(), "--json", p.to_str().unwrap()])
+            .env("COFFER_CACHE_DIR", env.path("cache"))
+            .output()
+    };
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| spawn(&a).unwrap());
+        let hb = s.spawn(|| spawn(&b).unwrap());
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert!(ra.status.success(), "{}", stderr(&ra));
+    assert!(rb.status.success(), "{}", stderr(&rb));
+    assert_eq!(std::fs::read_dir(repo.join("sets")).unwrap().count(), 2);
+    let (code, msg) = verify(&env, &repo, &["--read-data"]);
+    assert_eq!(code, Some(0), "{msg}");
+    for (name, src) in [("a", &a), ("b", &b)] {
+        let v: serde_json::Value = serde_json::from_slice(if name == "a" { &ra.stdout } else { &rb.stdout }).unwrap();
+        let out = env.path(&format!("out-{name}"));
+        env.ok(&["restore", "--repo", repo.to_str().unwrap(), v["set"].as_str().unwrap(), "--target", out.to_str().unwrap()]);
+        assert_same_tree(src, &out.join(name));
+    }
+}
+
+#[test]
+fn leases_block_live_holders_and_reclaim_stale_ones() {
+    use coffer::lock::{LeaseInfo, LeaseKind};
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("f"), b"data");
+    env.init();
+    let repo = env.repo();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // A live exclusive holder (this test process) blocks a backup, which says who holds it.
+    let live = LeaseInfo { kind: LeaseKind::Exclusive, host: coffer::lock::hostname(), pid: std::process::id(), command: "prune".into(), started: now, refreshed: now };
+    let live_path = repo.join("locks/live.lease");
+    std::fs::write(&live_path, live.encode()).unwrap();
+    let o = env.run(&["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("locked") && stderr(&o).contains("prune") && stderr(&o).contains(&std::process::id().to_string()), "{}", stderr(&o));
+    std::fs::remove_file(&live_path).unwrap();
+
+    // A lease left by a killed process is reclaimed with a message.
+    let mut child = Command::new("sleep").arg("1000").spawn().unwrap();
+    let dead_pid = child.id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dead = LeaseInfo { pid: dead_pid, ..live.clone() };
+    std::fs::write(repo.join("locks/dead.lease"), dead.encode()).unwrap();
+    let o = env.run(&["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("removed stale lease") && stderr(&o).contains(&dead_pid.to_string()), "{}", stderr(&o));
+
+    // `unlock` removes stale leases (one expired long ago on another host) and keeps live ones.
+    let old = LeaseInfo { host: "elsewhere".into(), refreshed: now - 7200, ..live.clone() };
+    std::fs::write(repo.join("locks/old.lease"), old.encode()).unwrap();
+    std::fs::write(&live_path, live.encode()).unwrap();
+    let out = env.ok(&["unlock", "--repo", repo.to_str().unwrap()]);
+    assert!(out.contains("old.lease"), "{out}");
+    assert!(live_path.exists() && !repo.join("locks/old.lease").exists());
+}

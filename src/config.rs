@@ -23,14 +23,14 @@ pub struct ChunkerConfig {
 }
 
 impl ChunkerConfig {
-    /// Defaults chosen by measuring dedup on nightly SQL dumps and on contentstore files
-    /// (see docs/format.md, "Chunker parameters").
+    /// Defaults chosen by measuring dedup between nights of SQL and custom-format dumps and
+    /// of contentstore files (see docs/performance.md, "Chunk sizes").
     pub fn default_with_seed(seed: u64) -> Self {
         ChunkerConfig {
             algorithm: "fastcdc-v2020".into(),
             min_size: 128 * 1024,
-            avg_size: 512 * 1024,
-            max_size: 2 * 1024 * 1024,
+            avg_size: 256 * 1024,
+            max_size: 1024 * 1024,
             seed,
         }
     }

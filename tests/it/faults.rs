@@ -27,15 +27,18 @@ fn copy_repo(env: &Env, name: &str) -> PathBuf {
     dest
 }
 
-/// The pack holding the given file's first chunk.
-fn pack_of(repo: &Path, file_needle: &str, env: &Env) -> PathBuf {
+/// The pack holding the given file's first chunk, and that chunk's offset in it.
+fn chunk_of(repo: &Path, file: &str) -> (PathBuf, u64) {
     let r = coffer::repo::Repo::open(repo).unwrap();
     let (_, m) = r.resolve_set("latest").unwrap();
-    let (node, _) = coffer::browse::lookup(&r, &m, file_needle).unwrap();
+    let (node, _) = coffer::browse::lookup(&r, &m, file).unwrap();
     let node = node.expect("a file");
     let loc = r.index().unwrap().lookup(&node.content[0].chunk_id()).unwrap().unwrap();
-    let _ = env;
-    coffer::pack::pack_path(repo, &loc.pack)
+    (coffer::pack::pack_path(repo, &loc.pack), loc.entry.offset)
+}
+
+fn pack_of(repo: &Path, file: &str, _env: &Env) -> PathBuf {
+    chunk_of(repo, file).0
 }
 
 fn verify(env: &Env, repo: &Path, extra: &[&str]) -> (Option<i32>, String) {
@@ -54,9 +57,9 @@ fn damaged_packs_are_detected_and_attributed_to_sets_and_files() {
 
     // One flipped bit in a pack body: only a full read sees it.
     let repo = copy_repo(&env, "flip");
-    let pack = pack_of(&repo, "docs/big/file1.bin", &env);
+    let (pack, offset) = chunk_of(&repo, "docs/big/file1.bin");
     let mut data = std::fs::read(&pack).unwrap();
-    data[5000] ^= 0x04;
+    data[offset as usize + 1000] ^= 0x04;
     std::fs::write(&pack, &data).unwrap();
     assert_eq!(verify(&env, &repo, &[]).0, Some(0), "structural verify reads no pack bodies");
     let (code, msg) = verify(&env, &repo, &["--read-data"]);

@@ -196,25 +196,43 @@ pub fn decode_blob(path: &Path, e: &Entry, stored: &[u8], hasher: &crate::chunke
 /// Chunks larger than this are first judged by compressing a sample from their middle.
 const SAMPLE: usize = 32 * 1024;
 
-/// Would zstd save at least 1/32 of `data`?
-fn pays(data: &[u8], level: i32) -> bool {
-    zstd::bulk::compress(data, level).map(|c| c.len() + data.len() / 32 < data.len()).unwrap_or(false)
+thread_local! {
+    /// One zstd context per thread per level: building a context per chunk costs more than
+    /// compressing a small chunk.
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSORS.with(|cs| {
+        let mut cs = cs.borrow_mut();
+        let i = match cs.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                cs.push((level, zstd::bulk::Compressor::new(level).ok()?));
+                cs.len() - 1
+            }
+        };
+        cs[i].1.compress(data).ok()
+    })
 }
 
 /// Compresses a chunk, or keeps it raw when zstd doesn't save at least 1/32 of it.
 ///
 /// Most contentstore bytes are already compressed (PDFs, images, office files); compressing
 /// them whole only to throw the result away would cost most of a backup's CPU. So a chunk
-/// more than twice [`SAMPLE`] long is compressed only if a 32 KiB sample from its middle pays.
+/// more than twice [`SAMPLE`] long is compressed only if a 32 KiB sample from its middle
+/// compresses at the fastest level.
 pub fn compress(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
     if raw.len() > 2 * SAMPLE {
         let mid = raw.len() / 2;
-        if !pays(&raw[mid - SAMPLE / 2..mid + SAMPLE / 2], level) {
+        let sample = &raw[mid - SAMPLE / 2..mid + SAMPLE / 2];
+        let pays = zstd_compress(sample, 1).is_some_and(|c| c.len() + SAMPLE / 32 < SAMPLE);
+        if !pays {
             return (Compression::None, raw.to_vec());
         }
     }
     if raw.len() >= 64 {
-        if let Ok(c) = zstd::bulk::compress(raw, level) {
+        if let Some(c) = zstd_compress(raw, level) {
             if c.len() + raw.len() / 32 < raw.len() {
                 return (Compression::Zstd, c);
             }

@@ -169,6 +169,20 @@ restore() {
   rm -rf "$t" # keep disk use to one restore at a time
 }
 
+# check TOOL PHASE: structural check (verify) or full read of every pack (verifydata).
+check() {
+  local tool=$1 phase=$2 r
+  r=$(repo "$tool")
+  case $tool:$phase in
+    coffer:verify) measure "$tool-$phase" "$COFFER" verify --repo "$r" ;;
+    coffer:verifydata) measure "$tool-$phase" "$COFFER" verify --repo "$r" --read-data ;;
+    restic:verify) measure "$tool-$phase" restic check --repo "$r" -q ;;
+    restic:verifydata) measure "$tool-$phase" restic check --repo "$r" --read-data -q ;;
+    borg:verify) measure "$tool-$phase" borg check "$r" ;;
+    borg:verifydata) measure "$tool-$phase" borg check --verify-data "$r" ;;
+  esac
+}
+
 corpus_stats() { find "$SRC" -type f -printf '%s\n' | awk '{ n++; s += $1 } END { printf "%d files, %.0f bytes", n, s }'; }
 
 # --------------------------------------------------------------------------- run
@@ -197,6 +211,12 @@ for t in "${TOOL_LIST[@]}"; do backup "$t" nochange; done
 echo "== phase 4: full restore + diff -r"
 for t in "${TOOL_LIST[@]}"; do restore "$t"; done
 
+echo "== phase 5: check (coffer verify / restic check / borg check)"
+for t in "${TOOL_LIST[@]}"; do check "$t" verify; done
+
+echo "== phase 6: check reading all data (--read-data / --verify-data)"
+for t in "${TOOL_LIST[@]}"; do check "$t" verifydata; done
+
 # --------------------------------------------------------------------------- report
 
 val() { cat "$MET/$1" 2>/dev/null || true; }
@@ -211,8 +231,9 @@ goal() {
 cell() { [[ -n $1 ]] && printf '%s' "$1" || printf -- '-'; }
 mib() { [[ -n $1 ]] && awk -v k="$1" -v d="$2" 'BEGIN { printf "%.1f", k / d }' || true; }
 
-PHASES=(first night nochange restore)
-declare -A LABEL=([first]="first backup" [night]="second night" [nochange]="no-change" [restore]="restore")
+PHASES=(first night nochange restore verify verifydata)
+declare -A LABEL=([first]="first backup" [night]="second night" [nochange]="no-change" [restore]="restore"
+  [verify]="check (structure)" [verifydata]="check (read all data)")
 declare -A TIME_GOAL=([first]=0.4 [nochange]=0.2 [restore]=0.5)
 
 version_of() {

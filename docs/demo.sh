@@ -41,8 +41,14 @@ PY
 night() {
   echo "== $1"
   "$COFFER" backup --set "$WORK/alfresco.toml" --json > "$WORK/$2.json"
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); f=r["files"]; c=r["consistency"]
-print(f"   set {r[\"set\"][:8]}: {f[\"new\"]} new, {f[\"changed\"]} changed, {f[\"unchanged\"]} unchanged files; read {r[\"bytes_read\"]/2**20:.1f} MiB, stored {r[\"bytes_stored\"]/2**20:.1f} MiB in {r[\"duration_s\"]:.2f}s; consistency ok: {c[\"ok\"]}")' "$WORK/$2.json"
+  python3 - "$WORK/$2.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+f, c = r["files"], r["consistency"]
+print(f"   set {r['set'][:8]}: {f['new']} new, {f['changed']} changed, {f['unchanged']} unchanged files;"
+      f" read {r['bytes_read'] / 2**20:.1f} MiB, stored {r['bytes_stored'] / 2**20:.1f} MiB"
+      f" in {r['duration_s']:.2f}s; consistency ok: {c['ok']}")
+PY
 }
 night "night 1: first set backup (solr -> db -> contentstore)" night1
 python3 benches/gen_dirroot.py night "$DIR_ROOT" --seed 7

@@ -1,7 +1,7 @@
 //! Typed 32-byte identifiers.
 //!
 //! Every object in a repository is named by 32 bytes: chunks and trees by their keyed BLAKE3
-//! hash, packs by the plain BLAKE3 hash of the whole pack file, sets by the hash of their
+//! hash, packs by the plain BLAKE3 hash of their trailer, sets by the hash of their
 //! manifest. The wrappers keep a `PackId` from being passed where a `ChunkId` is expected;
 //! raw arrays and hex strings stay inside this module and the encoders.
 
@@ -108,7 +108,7 @@ typed_id!(
     TreeId
 );
 typed_id!(
-    /// Plain BLAKE3 of a whole pack file; also its file name.
+    /// Plain BLAKE3 of a pack's trailer (entries and footer); also its file name.
     PackId
 );
 typed_id!(

@@ -6,8 +6,10 @@
 //! entries count x 52-byte entry (see `Entry::encode`)
 //! footer  count u32 | version u32 | BLAKE3(entries) [32] | "COFFRPKT"
 //! ```
-//! A pack's name is the BLAKE3 of the whole file, so a pack can be checked without the index,
-//! and the trailer alone rebuilds the index. Packs are written under `packs/tmp/`, fsynced, then
+//! A pack's name is the BLAKE3 of its trailer (entries and footer). Every other byte of the
+//! file belongs to a blob checked by its own keyed hash, so the name still identifies the
+//! pack's content without a second hashing pass over everything written, and the trailer
+//! alone rebuilds the index. Packs are written under `packs/tmp/`, fsynced, then
 //! renamed into `packs/<first two hex digits>/<id>`: a pack either exists whole or not at all.
 
 use crate::error::{Error, IoContext, Result};
@@ -102,6 +104,11 @@ pub fn encode_trailer(entries: &[Entry]) -> Vec<u8> {
     out.extend_from_slice(sum.as_bytes());
     out.extend_from_slice(FOOTER_MAGIC);
     out
+}
+
+/// A pack's id: the BLAKE3 of its trailer bytes (entries and footer).
+pub fn pack_id_of_trailer(trailer: &[u8]) -> PackId {
+    PackId(Id(*blake3::hash(trailer).as_bytes()))
 }
 
 /// Decodes and validates a trailer given the last bytes of a pack of `file_len` bytes.
@@ -260,7 +267,6 @@ pub struct PackWriter {
     repo: PathBuf,
     tmp_path: PathBuf,
     out: BufWriter<File>,
-    hash: blake3::Hasher,
     offset: u64,
     entries: Vec<Entry>,
 }
@@ -277,7 +283,6 @@ impl PackWriter {
             repo: repo.to_path_buf(),
             tmp_path,
             out: BufWriter::with_capacity(1 << 20, file),
-            hash: blake3::Hasher::new(),
             offset: 0,
             entries: Vec::new(),
         };
@@ -290,7 +295,6 @@ impl PackWriter {
 
     fn write(&mut self, b: &[u8]) -> Result<()> {
         self.out.write_all(b).ctx(&self.tmp_path)?;
-        self.hash.update(b);
         self.offset += b.len() as u64;
         Ok(())
     }
@@ -316,7 +320,7 @@ impl PackWriter {
         let trailer = encode_trailer(&self.entries);
         self.write(&trailer)?;
         let file = self.out.into_inner().map_err(|e| Error::Io { path: self.tmp_path.clone(), source: e.into_error() })?;
-        let id = PackId(Id(*self.hash.finalize().as_bytes()));
+        let id = pack_id_of_trailer(&trailer);
         Ok(Closed { repo: self.repo, tmp_path: self.tmp_path, file, pack: Finished { id, size: self.offset, entries: self.entries } })
     }
 

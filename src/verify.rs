@@ -3,8 +3,8 @@
 //! Structural checks read no pack bodies: every manifest decodes, every tree reachable from
 //! a set decodes, every chunk a tree names is in the index, every indexed pack exists with
 //! its recorded size and a valid trailer, and each set's components were captured in the
-//! order listed (the hot-backup rule). `read_data` also reads every pack whole: its hash
-//! must match its name and every chunk must decompress to bytes matching its id. When damage
+//! order listed (the hot-backup rule). `read_data` also reads every pack whole: its trailer's
+//! hash must match its name and every chunk must decompress to bytes matching its id. When damage
 //! is found, the report names every set, component and file it affects.
 
 use crate::error::{Error, Result};
@@ -224,6 +224,7 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
 fn read_whole_pack(repo: &Repo, id: &PackId, path: &std::path::Path, bad: &mut HashMap<ChunkId, String>) -> Result<(u64, Option<String>)> {
     let data = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     let entries = crate::pack::read_trailer(path)?;
+    let entries_len = entries.len();
     let mut damaged = 0;
     for e in entries {
         let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
@@ -232,12 +233,13 @@ fn read_whole_pack(repo: &Repo, id: &PackId, path: &std::path::Path, bad: &mut H
             damaged += 1;
         }
     }
-    let hash_ok = blake3::hash(&data).as_bytes() == id.as_bytes();
+    let trailer_start = data.len().saturating_sub(crate::pack::FOOTER_LEN + crate::pack::ENTRY_LEN * entries_len);
+    let hash_ok = crate::pack::pack_id_of_trailer(&data[trailer_start..]) == *id;
     let why = match (hash_ok, damaged) {
         (true, 0) => None,
         (true, n) => Some(format!("{}: {n} damaged chunk(s)", path.display())),
-        (false, 0) => Some(format!("{}: content does not match its name, but every chunk checks out (damage outside the chunks)", path.display())),
-        (false, n) => Some(format!("{}: damaged: content does not match its name, {n} chunk(s) affected", path.display())),
+        (false, 0) => Some(format!("{}: trailer does not match the pack's name (renamed or damaged), but every chunk checks out", path.display())),
+        (false, n) => Some(format!("{}: damaged: trailer does not match the pack's name, {n} chunk(s) affected", path.display())),
     };
     Ok((data.len() as u64, why))
 }

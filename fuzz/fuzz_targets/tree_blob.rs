@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.encode(), enc, "tree encoding is not deterministic");
         for n in &tree.nodes {
             assert!(tree.find(&n.name).is_some(), "find misses a decoded entry");
-            let _ = (n.subtree_id(), n.name_lossy(), n.content.iter().map(|c| c.chunk_id()).count());
+            let _ = (n.subtree_id(), n.name_lossy(), n.content.iter().map(|c| c.chunk_id()).collect::<Vec<_>>());
         }
     }
 });

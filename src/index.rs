@@ -268,6 +268,188 @@ pub struct Totals {
     pub stored_bytes: u64,
 }
 
+/// What `prune` needs from the catalog: a temporary table of the chunk ids the remaining sets
+/// name (on disk in SQLite's temp store, so memory stays bounded however large the repository
+/// is), per-pack usage against it, and one transaction that swaps repacked packs in.
+impl Index {
+    /// Starts a fresh, empty `needed` table on this connection (temporary: it disappears with
+    /// the connection) and opens a transaction on it, so marking is one commit, not millions.
+    pub fn begin_marking(&self) -> Result<()> {
+        sql(
+            &self.path,
+            self.conn.execute_batch(
+                "DROP TABLE IF EXISTS temp.needed;
+                 CREATE TEMP TABLE needed (id BLOB PRIMARY KEY) WITHOUT ROWID;
+                 BEGIN;",
+            ),
+        )
+    }
+
+    /// Marks a chunk (or tree) as needed; returns false when it was already marked.
+    pub fn mark_needed(&self, id: &ChunkId) -> Result<bool> {
+        let mut st = sql(&self.path, self.conn.prepare_cached("INSERT OR IGNORE INTO temp.needed VALUES (?1)"))?;
+        sql(&self.path, st.execute([&id.as_bytes()[..]])).map(|n| n == 1)
+    }
+
+    pub fn end_marking(&self) -> Result<()> {
+        sql(&self.path, self.conn.execute_batch("COMMIT;"))
+    }
+
+    /// How many marked chunks have no index row, and up to `sample` of them.
+    pub fn needed_missing(&self, sample: usize) -> Result<(u64, Vec<ChunkId>)> {
+        let n: i64 = sql(
+            &self.path,
+            self.conn.query_row("SELECT count(*) FROM temp.needed k WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = k.id)", [], |r| r.get(0)),
+        )?;
+        let mut st = sql(&self.path, self.conn.prepare("SELECT k.id FROM temp.needed k WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = k.id) LIMIT ?1"))?;
+        let rows = sql(&self.path, st.query_map([sample as i64], |r| r.get::<_, Vec<u8>>(0)))?;
+        let mut ids = Vec::new();
+        for r in rows {
+            let b = sql(&self.path, r)?;
+            ids.push(ChunkId::from_slice(&b).ok_or_else(|| Error::corrupt(&self.path, 0, "bad chunk id row"))?);
+        }
+        Ok((n as u64, ids))
+    }
+
+    pub fn needed_count(&self) -> Result<u64> {
+        sql(&self.path, self.conn.query_row("SELECT count(*) FROM temp.needed", [], |r| r.get::<_, i64>(0))).map(|n| n as u64)
+    }
+
+    /// Every indexed pack with its trailer entry count, its index rows, and how many of those
+    /// rows (and stored bytes) are marked needed. Packs with no rows at all are included.
+    pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
+        let mut st = sql(
+            &self.path,
+            self.conn.prepare(
+                "SELECT p.n, p.id, p.size, p.chunks, count(c.id), count(k.id),
+                        coalesce(sum(CASE WHEN k.id IS NOT NULL THEN c.stored_len ELSE 0 END), 0)
+                 FROM packs p LEFT JOIN chunks c ON c.pack = p.n LEFT JOIN temp.needed k ON k.id = c.id
+                 GROUP BY p.n ORDER BY p.n",
+            ),
+        )?;
+        let rows = sql(
+            &self.path,
+            st.query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?, r.get::<_, i64>(6)?))
+            }),
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (n, id, size, entries, rows, needed, needed_bytes) = sql(&self.path, r)?;
+            let id = PackId::from_slice(&id).ok_or_else(|| Error::corrupt(&self.path, 0, "bad pack id row"))?;
+            out.push(PackUsage { n, id, size: size as u64, entries: entries as u64, rows: rows as u64, needed: needed as u64, needed_bytes: needed_bytes as u64 });
+        }
+        Ok(out)
+    }
+
+    /// Starts the one transaction in which prune swaps packs (`BEGIN IMMEDIATE`: it takes
+    /// the write lock now, not halfway through). Commits are made fully durable
+    /// (`synchronous=FULL`) on this connection from here on: prune deletes pack files right
+    /// after the commit, so the commit must survive a power cut, not only a killed process.
+    pub fn begin_rewrite(&mut self) -> Result<Rewrite<'_>> {
+        sql(&self.path, self.conn.pragma_update(None, "synchronous", "FULL"))?;
+        let path = self.path.clone();
+        let tx = sql(&path, self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate))?;
+        Ok(Rewrite { path, tx })
+    }
+}
+
+/// An indexed pack measured against the `needed` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackUsage {
+    /// The pack's row number in `packs`.
+    pub n: i64,
+    pub id: PackId,
+    pub size: u64,
+    /// Entries in the pack's trailer.
+    pub entries: u64,
+    /// Chunk rows that point into this pack (duplicates stored elsewhere first have none).
+    pub rows: u64,
+    pub needed: u64,
+    pub needed_bytes: u64,
+}
+
+/// Prune's open transaction. Dropped without [`Rewrite::commit`], it rolls back: the index is
+/// then exactly as before and every new pack is merely unindexed.
+pub struct Rewrite<'a> {
+    path: PathBuf,
+    tx: rusqlite::Transaction<'a>,
+}
+
+impl Rewrite<'_> {
+    /// The needed chunks whose rows point into pack row `n`, in pack order.
+    pub fn needed_entries(&self, n: i64) -> Result<Vec<Entry>> {
+        let mut st = sql(
+            &self.path,
+            self.tx.prepare_cached(
+                "SELECT c.id, c.offset, c.stored_len, c.raw_len, c.kind, c.compression
+                 FROM chunks c JOIN temp.needed k ON k.id = c.id WHERE c.pack = ?1 ORDER BY c.offset",
+            ),
+        )?;
+        let rows = sql(
+            &self.path,
+            st.query_map([n], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?))),
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, offset, stored, raw, kind, comp) = sql(&self.path, r)?;
+            let bad = || Error::corrupt(&self.path, 0, format!("bad chunk row in pack row {n}"));
+            out.push(Entry {
+                id: ChunkId::from_slice(&id).ok_or_else(bad)?,
+                kind: match kind {
+                    0 => BlobKind::Data,
+                    1 => BlobKind::Tree,
+                    _ => return Err(bad()),
+                },
+                compression: match comp {
+                    0 => Compression::None,
+                    1 => Compression::Zstd,
+                    _ => return Err(bad()),
+                },
+                offset: u64::try_from(offset).map_err(|_| bad())?,
+                stored_len: u32::try_from(stored).map_err(|_| bad())?,
+                raw_len: u32::try_from(raw).map_err(|_| bad())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a new (durable) pack; its chunks' rows are repointed to it. Returns its row.
+    pub fn add_pack(&self, pack: &Finished, now: i64) -> Result<i64> {
+        let p = &self.path;
+        sql(
+            p,
+            self.tx.execute(
+                "INSERT OR IGNORE INTO packs (id, size, chunks, created) VALUES (?1, ?2, ?3, ?4)",
+                params![&pack.id.as_bytes()[..], pack.size as i64, pack.entries.len() as i64, now],
+            ),
+        )?;
+        let n: i64 = sql(p, self.tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
+        let mut st = sql(p, self.tx.prepare_cached("INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
+        for e in &pack.entries {
+            sql(p, st.execute(params![&e.id.as_bytes()[..], n, e.offset as i64, e.stored_len as i64, e.raw_len as i64, e.kind as u8 as i64, e.compression as u8 as i64]))?;
+        }
+        Ok(n)
+    }
+
+    /// Drops pack row `n` and the rows of chunks still pointing into it (those not moved).
+    pub fn remove_pack(&self, n: i64) -> Result<()> {
+        sql(&self.path, self.tx.execute("DELETE FROM chunks WHERE pack = ?1", [n]))?;
+        sql(&self.path, self.tx.execute("DELETE FROM packs WHERE n = ?1", [n])).map(|_| ())
+    }
+
+    /// Raises `meta.epoch` (files caches built before it discard themselves) and commits.
+    /// Returns the new epoch.
+    pub fn commit(self) -> Result<i64> {
+        let p = self.path.clone();
+        let old: Option<String> = sql(&p, self.tx.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).optional())?;
+        let epoch = old.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + 1;
+        sql(&p, self.tx.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?1)", [epoch.to_string()]))?;
+        sql(&p, self.tx.commit())?;
+        Ok(epoch)
+    }
+}
+
 /// Rebuilds the catalog from the packs' trailers into `path` (written to a temporary file and
 /// renamed over, so a failed rebuild leaves the old catalog). Returns packs indexed and any
 /// packs that could not be read.
@@ -371,6 +553,47 @@ mod tests {
         assert_eq!(idx.lookup(&e.id).unwrap(), Some(Location { pack: pack.id, entry: e }));
         assert_eq!(idx.lookup(&ChunkId(id(2))).unwrap(), None);
         assert!(Index::open(&p, "other").is_err());
+    }
+
+    #[test]
+    fn prune_rewrite_is_all_or_nothing_and_raises_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.sqlite");
+        let mut idx = Index::create(&p, "r1").unwrap();
+        let e = |i: u64, offset: u64| Entry { id: ChunkId(id(i)), kind: BlobKind::Data, compression: Compression::None, offset, stored_len: 10, raw_len: 10 };
+        idx.add_pack(&Finished { id: PackId(id(100)), size: 200, entries: vec![e(1, 12), e(2, 22)] }, 0).unwrap();
+        idx.add_pack(&Finished { id: PackId(id(101)), size: 200, entries: vec![e(3, 12)] }, 0).unwrap();
+        idx.begin_marking().unwrap();
+        assert!(idx.mark_needed(&ChunkId(id(1))).unwrap());
+        assert!(!idx.mark_needed(&ChunkId(id(1))).unwrap(), "marking twice reports already marked");
+        assert!(idx.mark_needed(&ChunkId(id(9))).unwrap());
+        idx.end_marking().unwrap();
+        assert_eq!(idx.needed_missing(5).unwrap(), (1, vec![ChunkId(id(9))]));
+        let usage = idx.pack_usage().unwrap();
+        let got: Vec<(PackId, u64, u64, u64)> = usage.iter().map(|u| (u.id, u.rows, u.needed, u.needed_bytes)).collect();
+        assert_eq!(got, [(PackId(id(100)), 2, 1, 10), (PackId(id(101)), 1, 0, 0)]);
+
+        let new_pack = Finished { id: PackId(id(102)), size: 100, entries: vec![e(1, 12)] };
+        {
+            // Dropped without commit: nothing happened.
+            let rw = idx.begin_rewrite().unwrap();
+            assert_eq!(rw.needed_entries(usage[0].n).unwrap(), vec![e(1, 12)]);
+            rw.add_pack(&new_pack, 5).unwrap();
+            rw.remove_pack(usage[0].n).unwrap();
+        }
+        assert_eq!(idx.lookup(&ChunkId(id(2))).unwrap().map(|l| l.pack), Some(PackId(id(100))));
+        assert_eq!(idx.epoch().unwrap(), 0);
+
+        let rw = idx.begin_rewrite().unwrap();
+        rw.add_pack(&new_pack, 5).unwrap();
+        rw.remove_pack(usage[0].n).unwrap();
+        rw.remove_pack(usage[1].n).unwrap();
+        assert_eq!(rw.commit().unwrap(), 1);
+        assert_eq!(idx.epoch().unwrap(), 1);
+        assert_eq!(idx.lookup(&ChunkId(id(1))).unwrap().map(|l| l.pack), Some(PackId(id(102))), "needed chunk moved");
+        assert_eq!(idx.lookup(&ChunkId(id(2))).unwrap(), None, "dropped chunk's row is gone");
+        assert_eq!(idx.lookup(&ChunkId(id(3))).unwrap(), None);
+        assert_eq!(idx.packs().unwrap(), vec![(PackId(id(102)), 100)]);
     }
 
     #[test]

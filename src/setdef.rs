@@ -23,6 +23,9 @@ pub struct SetDefinition {
     /// Cross-component consistency check settings (Alfresco defaults).
     #[serde(default)]
     pub consistency: ConsistencyConfig,
+    /// What `coffer forget --set FILE` keeps (see `crate::retention`).
+    #[serde(default)]
+    pub retention: Option<RetentionConfig>,
     #[serde(rename = "component")]
     pub components: Vec<ComponentDef>,
 }
@@ -59,6 +62,58 @@ impl Default for ConsistencyConfig {
 impl ConsistencyConfig {
     pub fn settings(&self) -> ConsistencySettings {
         ConsistencySettings { table: self.table.clone(), url_prefix: self.url_prefix.clone(), pg_restore: self.pg_restore.clone() }
+    }
+
+    /// What `verify::set_consistency` should check for this set.
+    pub fn target(&self) -> crate::verify::ConsistencyTarget {
+        crate::verify::ConsistencyTarget {
+            dump_component: self.dump_component.clone(),
+            contentstore_component: self.contentstore_component.clone(),
+            settings: self.settings(),
+        }
+    }
+}
+
+/// The `[retention]` table: a `forget` policy stored with the set it applies to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_hourly: u32,
+    #[serde(default)]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    #[serde(default)]
+    pub keep_yearly: u32,
+    /// A duration such as "30d", "2w", "12h".
+    pub keep_within: Option<String>,
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+}
+
+impl RetentionConfig {
+    /// The policy; an unparsable duration or a table with no rule is an error.
+    pub fn policy(&self) -> std::result::Result<crate::retention::Policy, String> {
+        let keep_within = self.keep_within.as_deref().map(crate::verify::parse_age).transpose().map_err(|e| format!("[retention] keep_within: {e}"))?;
+        let p = crate::retention::Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within,
+            keep_tags: self.keep_tags.clone(),
+        };
+        if p.is_empty() {
+            return Err("[retention] has no keep rule; it would forget every set but the newest".into());
+        }
+        Ok(p)
     }
 }
 
@@ -104,6 +159,9 @@ impl SetDefinition {
         }
         if self.components.is_empty() {
             return Err("no [[component]] listed".into());
+        }
+        if let Some(r) = &self.retention {
+            r.policy()?;
         }
         let mut seen = std::collections::HashSet::new();
         for c in &self.components {
@@ -259,6 +317,9 @@ mod tests {
             ("name='x'\n[[component]]\nname='a'\nkind='tape'\n", "unknown kind"),
             ("name='x'\n[[component]]\nname='a'\nkind='command'\ncommand=['x']\n", "needs `file"),
             ("name='x'\n[[component]]\nname='a'\nkind='solr'\nurl='http://x'\n", "location"),
+            ("name='x'\n[retention]\nkeep_within='3 days'\n[[component]]\nname='a'\nkind='directory'\npath='/'\n", "keep_within"),
+            ("name='x'\n[retention]\n[[component]]\nname='a'\nkind='directory'\npath='/'\n", "no keep rule"),
+            ("name='x'\n[retention]\nkeep_dayly=3\n[[component]]\nname='a'\nkind='directory'\npath='/'\n", "unknown field"),
             ("name='x'\ncolour='red'\n[[component]]\nname='a'\nkind='directory'\npath='/'\n", "unknown field"),
             ("name='x'\n[[component]]\nname='a'\nkind='directory'\npath='/'\n[[component]]\nname='a'\nkind='directory'\npath='/'\n", "two components"),
         ];

@@ -1,0 +1,372 @@
+//! Prune: frees the space of chunks no set names any more.
+//!
+//! Under the repository's EXCLUSIVE lease (backups and verify take shared ones, so a backup
+//! started during a prune fails with `Locked` before it does anything, and a prune started
+//! during a backup fails with `Locked` before it does anything):
+//!
+//! 1. Mark: every tree and data chunk reachable from every set goes into a temporary SQLite
+//!    table (`Index::begin_marking`), so memory does not grow with the repository. A needed
+//!    chunk with no index row stops the prune before anything is changed.
+//! 2. Plan: a pack none of whose index rows is needed is deleted; a pack whose unneeded
+//!    share exceeds `max_unused` is repacked; packs smaller than a quarter of the target
+//!    pack size are merged (repacked together) when there are at least two of them.
+//! 3. Repack: the needed blobs of those packs are checked (`pack::decode_blob`) and copied
+//!    as stored (no recompression) into new packs, each made durable before it is indexed.
+//! 4. Commit, in ONE index transaction: new pack rows, chunk rows repointed to them, old pack
+//!    rows and the rows of their dropped chunks deleted, `meta.epoch` raised (files caches
+//!    discard themselves). The commit is fsynced (`synchronous=FULL`).
+//! 5. Delete the old pack files, then pack files that are in no index row and older than
+//!    [`Options::unindexed_grace`] (left by killed backups or killed prunes).
+//!
+//! The format's delete order holds at every step (manifest gone → rows gone → file gone), so a
+//! prune killed anywhere leaves a repository that verifies and restores: before 4 the new
+//! packs are merely unindexed (reused by the next backup's adoption or deleted by a later
+//! prune); after 4 the old packs are merely unindexed. Unindexed packs are garbage because a
+//! set is only committed after every chunk it names is indexed, and step 1 proved that all
+//! chunks named by sets are indexed; the grace period protects the packs of a writer that
+//! holds a lease we wrongly judged stale.
+
+use crate::error::{Error, IoContext, Result};
+use crate::id::{ChunkId, PackId, TreeId};
+use crate::index::{Index, PackUsage};
+use crate::lock::{Lease, LeaseKind};
+use crate::pack::{self, PackWriter};
+use crate::repo::Repo;
+use crate::tree::NodeKind;
+use std::collections::HashSet;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Default `max_unused`: repack a pack once more than 5% of it is unneeded.
+pub const DEFAULT_MAX_UNUSED: f64 = 0.05;
+/// Default age an unindexed pack file must reach before prune deletes it.
+pub const DEFAULT_UNINDEXED_GRACE: i64 = 3600;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Fraction (0..=1) of a pack that may be unneeded before it is repacked.
+    pub max_unused: f64,
+    pub dry_run: bool,
+    /// Now, seconds since the epoch (rows' `created`, and the grace of unindexed packs).
+    pub now: i64,
+    /// Seconds an unindexed pack file must have existed (by mtime) before it is deleted.
+    pub unindexed_grace: i64,
+}
+
+impl Options {
+    pub fn new(now: i64) -> Options {
+        Options { max_unused: DEFAULT_MAX_UNUSED, dry_run: false, now, unindexed_grace: DEFAULT_UNINDEXED_GRACE }
+    }
+}
+
+/// Parses `--max-unused`: `5%` or `5` (percent), 0..=100.
+pub fn parse_max_unused(s: &str) -> std::result::Result<f64, String> {
+    let n = s.trim().trim_end_matches('%');
+    let v: f64 = n.trim().parse().map_err(|_| format!("{s:?}: expected a percentage such as 5%"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{s:?}: must be between 0% and 100%"));
+    }
+    Ok(v / 100.0)
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub sets: u64,
+    pub chunks_needed: u64,
+    pub packs_before: u64,
+    pub pack_bytes_before: u64,
+    /// Packs deleted whole (no needed chunk).
+    pub packs_deleted: u64,
+    /// Packs whose needed chunks were copied into new packs.
+    pub packs_repacked: u64,
+    pub packs_written: u64,
+    pub blobs_copied: u64,
+    pub bytes_written: u64,
+    /// Pack files in no index row, older than the grace period, deleted.
+    pub unindexed_packs_deleted: u64,
+    /// Bytes of pack files deleted minus bytes of pack files written (with `dry_run`: an
+    /// estimate of it).
+    pub bytes_freed: u64,
+    /// The index epoch after the commit (unchanged when nothing was rewritten).
+    pub epoch: i64,
+    pub duration_s: f64,
+}
+
+/// What to do with each indexed pack.
+#[derive(Debug, Default)]
+struct Plan {
+    delete: Vec<PackUsage>,
+    repack: Vec<PackUsage>,
+    /// Unindexed pack files old enough to delete, with their sizes.
+    unindexed: Vec<(PathBuf, u64)>,
+}
+
+/// Bytes of a pack not taken by its needed blobs (header, trailer, unneeded and duplicate blobs).
+fn unused_bytes(u: &PackUsage) -> u64 {
+    let overhead = pack::HEADER_LEN + pack::FOOTER_LEN as u64 + pack::ENTRY_LEN as u64 * u.needed;
+    u.size.saturating_sub(overhead + u.needed_bytes)
+}
+
+fn plan(usage: &[PackUsage], max_unused: f64, target: u64) -> Plan {
+    let mut p = Plan::default();
+    let mut small = Vec::new();
+    for u in usage {
+        if u.needed == 0 {
+            p.delete.push(u.clone());
+        } else if u.size > 0 && unused_bytes(u) as f64 / u.size as f64 > max_unused {
+            p.repack.push(u.clone());
+        } else if u.size < target / 4 {
+            small.push(u.clone());
+        }
+    }
+    // Merging one small pack with nothing would only rewrite it (possibly into itself).
+    if small.len() >= 2 {
+        p.repack.extend(small);
+    }
+    p
+}
+
+/// Removes temporary files of dead processes of this host from `tmp/` (a killed prune's
+/// half-written pack).
+fn clean_tmp(repo: &Repo) {
+    let Ok(rd) = std::fs::read_dir(repo.tmp_dir()) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !crate::sys::pid_alive(pid) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Marks every tree and chunk reachable from `root`. A tree already marked was walked.
+fn mark_tree(repo: &Repo, idx: &Index, root: &TreeId) -> Result<()> {
+    if !idx.mark_needed(&root.as_chunk())? {
+        return Ok(());
+    }
+    let tree = repo.read_tree(root)?;
+    for n in &tree.nodes {
+        match n.kind {
+            NodeKind::Dir => {
+                if let Some(sub) = n.subtree_id() {
+                    mark_tree(repo, idx, &sub)?;
+                }
+            }
+            NodeKind::File => {
+                for c in &n.content {
+                    idx.mark_needed(&c.chunk_id())?;
+                }
+            }
+            NodeKind::Symlink => {}
+        }
+    }
+    Ok(())
+}
+
+fn mtime_secs(m: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    m.mtime()
+}
+
+pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Result<Report> {
+    let t0 = Instant::now();
+    if !(0.0..=1.0).contains(&opts.max_unused) {
+        return Err(Error::InvalidInput(format!("max_unused {} is outside 0..=1", opts.max_unused)));
+    }
+    let _lease = Lease::acquire(&repo.root, LeaseKind::Exclusive, "prune", notify)?;
+    if !opts.dry_run {
+        clean_tmp(repo);
+    }
+    let mut idx = Index::open(&repo.index_path(), &repo.config.repository_id)?;
+    let mut rep = Report { dry_run: opts.dry_run, epoch: idx.epoch()?, ..Report::default() };
+
+    // 1. Mark. An unreadable manifest or tree stops the prune: we cannot know what it needs.
+    let sets = repo.list_sets()?;
+    rep.sets = sets.len() as u64;
+    idx.begin_marking()?;
+    for (_, m) in &sets {
+        for c in &m.components {
+            mark_tree(repo, &idx, &c.root)?;
+        }
+    }
+    idx.end_marking()?;
+    rep.chunks_needed = idx.needed_count()?;
+    let (missing, sample) = idx.needed_missing(5)?;
+    if missing > 0 {
+        let ids: Vec<String> = sample.iter().map(ChunkId::short).collect();
+        return Err(Error::Failed(format!(
+            "{missing} chunk(s) named by sets are not in the index (e.g. {}); nothing was deleted. Run `coffer verify` and `coffer repair index` first",
+            ids.join(", ")
+        )));
+    }
+
+    // 2. Plan.
+    let usage = idx.pack_usage()?;
+    rep.packs_before = usage.len() as u64;
+    rep.pack_bytes_before = usage.iter().map(|u| u.size).sum();
+    let mut plan = plan(&usage, opts.max_unused, repo.config.pack_target_size);
+    let indexed: HashSet<PackId> = usage.iter().map(|u| u.id).collect();
+    for path in crate::repo::list_packs(&repo.root)? {
+        let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else { continue };
+        if indexed.contains(&id) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        if mtime_secs(&meta) <= opts.now - opts.unindexed_grace {
+            plan.unindexed.push((path, meta.len()));
+        }
+    }
+    rep.packs_deleted = plan.delete.len() as u64;
+    rep.packs_repacked = plan.repack.len() as u64;
+    rep.unindexed_packs_deleted = plan.unindexed.len() as u64;
+    let removed_bytes: u64 = plan.delete.iter().chain(&plan.repack).map(|u| u.size).sum::<u64>() + plan.unindexed.iter().map(|(_, s)| s).sum::<u64>();
+
+    if opts.dry_run {
+        let copied: u64 = plan.repack.iter().map(|u| u.needed_bytes + pack::ENTRY_LEN as u64 * u.needed).sum();
+        let copied_blobs: u64 = plan.repack.iter().map(|u| u.needed).sum();
+        let packs = if copied == 0 { 0 } else { copied.div_ceil(repo.config.pack_target_size.max(1)) };
+        rep.packs_written = packs;
+        rep.blobs_copied = copied_blobs;
+        rep.bytes_written = copied + packs * (pack::HEADER_LEN + pack::FOOTER_LEN as u64);
+        rep.bytes_freed = removed_bytes.saturating_sub(rep.bytes_written);
+        rep.duration_s = t0.elapsed().as_secs_f64();
+        return Ok(rep);
+    }
+
+    // 3 and 4. Repack inside the transaction; packs are durable before their rows go in.
+    let mut new_rows: HashSet<i64> = HashSet::new();
+    let mut old_files: Vec<PackId> = Vec::new();
+    if !plan.delete.is_empty() || !plan.repack.is_empty() {
+        let rw = idx.begin_rewrite()?;
+        let mut writer: Option<PackWriter> = None;
+        let seal = |w: PackWriter, rep: &mut Report, new_rows: &mut HashSet<i64>| -> Result<()> {
+            let f = w.finish()?;
+            rep.packs_written += 1;
+            rep.bytes_written += f.size;
+            new_rows.insert(rw.add_pack(&f, opts.now)?);
+            Ok(())
+        };
+        for u in &plan.repack {
+            let path = pack::pack_path(&repo.root, &u.id);
+            let file = std::fs::File::open(&path).ctx(&path)?;
+            for e in rw.needed_entries(u.n)? {
+                let mut stored = vec![0u8; e.stored_len as usize];
+                file.read_exact_at(&mut stored, e.offset).map_err(|err| {
+                    if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                        Error::corrupt(&path, e.offset, format!("pack truncated: chunk {} lies past its end", e.id.short()))
+                    } else {
+                        Error::Io { path: path.clone(), source: err }
+                    }
+                })?;
+                // A damaged blob must not be copied under its id as if it were fine.
+                pack::decode_blob(&path, &e, &stored, &repo.hasher)?;
+                let w = match writer.as_mut() {
+                    Some(w) => w,
+                    None => writer.insert(PackWriter::create(&repo.root)?),
+                };
+                w.add(e.id, e.kind, e.compression, &stored, e.raw_len)?;
+                rep.blobs_copied += 1;
+                if w.size() >= repo.config.pack_target_size {
+                    let w = writer.take().expect("just used");
+                    seal(w, &mut rep, &mut new_rows)?;
+                }
+            }
+        }
+        if let Some(w) = writer.take() {
+            seal(w, &mut rep, &mut new_rows)?;
+        }
+        for u in plan.delete.iter().chain(&plan.repack) {
+            // A new pack byte-identical to an old one has its row: it is not deleted.
+            if new_rows.contains(&u.n) {
+                continue;
+            }
+            rw.remove_pack(u.n)?;
+            old_files.push(u.id);
+        }
+        rep.epoch = rw.commit()?;
+    }
+
+    // 5. Only now that no row names them: the old pack files, then old unindexed ones. A file
+    // the committed index names is never deleted: a new pack can be byte-identical (same id)
+    // to an old one, or to an unindexed pack a killed prune wrote in an earlier run.
+    let live: HashSet<PackId> = idx.packs()?.into_iter().map(|(id, _)| id).collect();
+    let mut deleted_bytes = 0u64;
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    let sizes: std::collections::HashMap<PackId, u64> = usage.iter().map(|u| (u.id, u.size)).collect();
+    // Returns whether the file was deleted.
+    let mut remove = |path: PathBuf, size: u64| -> Result<bool> {
+        let named = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok());
+        if named.is_some_and(|id| live.contains(&id)) {
+            return Ok(false);
+        }
+        let gone = match std::fs::remove_file(&path) {
+            Ok(()) => {
+                deleted_bytes += size;
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::Io { path, source: e }),
+        };
+        if let Some(d) = path.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+        Ok(gone)
+    };
+    for id in &old_files {
+        remove(pack::pack_path(&repo.root, id), sizes.get(id).copied().unwrap_or(0))?;
+    }
+    rep.unindexed_packs_deleted = 0;
+    for (path, size) in std::mem::take(&mut plan.unindexed) {
+        rep.unindexed_packs_deleted += remove(path, size)? as u64;
+    }
+    for d in &dirs {
+        crate::store::sync_dir(d)?;
+    }
+    rep.packs_deleted = plan.delete.iter().filter(|u| !new_rows.contains(&u.n)).count() as u64;
+    rep.bytes_freed = deleted_bytes.saturating_sub(rep.bytes_written);
+    rep.duration_s = t0.elapsed().as_secs_f64();
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Id;
+
+    fn usage(n: i64, size: u64, needed: u64, needed_bytes: u64) -> PackUsage {
+        PackUsage { n, id: PackId(Id([n as u8; 32])), size, entries: needed + 1, rows: needed + 1, needed, needed_bytes }
+    }
+
+    #[test]
+    fn plan_deletes_unneeded_repacks_wasteful_and_merges_small_packs() {
+        let target = 16 << 20;
+        let overhead = |needed: u64| pack::HEADER_LEN + pack::FOOTER_LEN as u64 + pack::ENTRY_LEN as u64 * needed;
+        let full = |n, needed: u64, bytes: u64| usage(n, bytes + overhead(needed), needed, bytes);
+        let p = plan(
+            &[
+                usage(1, target, 0, 0),                          // nothing needed: delete
+                usage(2, target, 10, target / 2),                // half unused: repack
+                full(3, 64, target - overhead(64)),              // all needed, big: keep
+                usage(4, target, 64, target - target / 100),     // 1% unused: keep
+                full(5, 3, 1000),                                // small
+            ],
+            0.05,
+            target,
+        );
+        let ns = |v: &[PackUsage]| v.iter().map(|u| u.n).collect::<Vec<_>>();
+        assert_eq!(ns(&p.delete), [1]);
+        assert_eq!(ns(&p.repack), [2], "a single small pack is left alone");
+        let p = plan(&[full(5, 3, 1000), full(6, 3, 1000), full(3, 64, target - overhead(64))], 0.05, target);
+        assert_eq!(ns(&p.repack), [5, 6], "two small packs are merged");
+    }
+
+    #[test]
+    fn max_unused_parses_percentages() {
+        assert_eq!(parse_max_unused("5%"), Ok(0.05));
+        assert_eq!(parse_max_unused("0"), Ok(0.0));
+        assert!(parse_max_unused("101%").is_err());
+        assert!(parse_max_unused("lots").is_err());
+    }
+}

@@ -139,10 +139,35 @@ enum Cmd {
         /// Replace files that already exist in the target.
         #[arg(long)]
         overwrite: bool,
+        /// Continue an interrupted restore: keep files already complete (checked chunk by
+        /// chunk against the set), rewrite the others.
+        #[arg(long, conflicts_with = "overwrite")]
+        resume: bool,
+        /// Read every restored file back and check its chunk hashes.
+        #[arg(long)]
+        verify: bool,
         #[arg(long)]
         threads: Option<usize>,
         #[arg(long)]
         json: bool,
+    },
+    /// Mount every set read-only at MOUNTPOINT (FUSE) until Ctrl-C or `fusermount3 -u`.
+    Mount {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// An existing, empty directory.
+        mountpoint: PathBuf,
+        /// Memory for decompressed chunks, in MiB.
+        #[arg(long, default_value_t = 64)]
+        cache_mib: u64,
+    },
+    /// Write a set, component or subtree to stdout as a tar stream; a single file is written raw.
+    Dump {
+        #[command(flatten)]
+        repo: RepoArg,
+        set: String,
+        /// component[/path/inside]; default: the whole set.
+        path: Option<String>,
     },
     /// Repository size, deduplication and compression.
     Stats {
@@ -155,6 +180,65 @@ enum Cmd {
     Repair {
         #[command(subcommand)]
         what: RepairCmd,
+    },
+    /// Forget sets by a retention policy (per set name); `--prune` then frees their space.
+    Forget {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Only sets of this name.
+        #[arg(long, conflicts_with = "set_file")]
+        name: Option<String>,
+        /// Use this set definition's name and its [retention] policy (--keep-* flags override it).
+        #[arg(long = "set", value_name = "FILE")]
+        set_file: Option<PathBuf>,
+        /// Keep the N newest sets.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: u32,
+        /// Keep the newest set of each of the N most recent hours (UTC) that have sets.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_hourly: u32,
+        /// Keep the newest set of each of the N most recent days (UTC) that have sets.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_daily: u32,
+        /// Keep the newest set of each of the N most recent ISO weeks that have sets.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_weekly: u32,
+        /// Keep the newest set of each of the N most recent months that have sets.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_monthly: u32,
+        /// Keep the newest set of each of the N most recent years that have sets.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_yearly: u32,
+        /// Keep sets newer than the newest set's time minus DURATION (e.g. 30d, 2w, 12h).
+        #[arg(long, value_name = "DURATION", value_parser = coffer::verify::parse_age)]
+        keep_within: Option<i64>,
+        /// Keep sets carrying this tag (repeatable).
+        #[arg(long = "keep-tag", value_name = "TAG")]
+        keep_tags: Vec<String>,
+        /// Show what would be forgotten; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run `prune` afterwards.
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: see `prune --max-unused`.
+        #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = coffer::prune::parse_max_unused)]
+        max_unused: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete packs no set needs and repack wasteful ones (takes an exclusive lease).
+    Prune {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Repack a pack when more than this share of it is unneeded.
+        #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = coffer::prune::parse_max_unused)]
+        max_unused: f64,
+        /// Show what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Remove stale leases left in locks/ by processes that died.
     Unlock {
@@ -255,12 +339,7 @@ fn run(cli: Cli) -> Result<i32> {
             if let Some(d) = def.as_ref().filter(|d| d.consistency.enabled) {
                 let m = &report.manifest;
                 if m.component(&d.consistency.dump_component).is_some() && m.component(&d.consistency.contentstore_component).is_some() {
-                    let t = coffer::verify::ConsistencyTarget {
-                        dump_component: d.consistency.dump_component.clone(),
-                        contentstore_component: d.consistency.contentstore_component.clone(),
-                        settings: d.consistency.settings(),
-                    };
-                    consistency = Some(coffer::verify::set_consistency(&r, m, &t));
+                    consistency = Some(coffer::verify::set_consistency(&r, m, &d.consistency.target()));
                 }
             }
             print_backup(&report, json, consistency.as_ref());
@@ -316,7 +395,7 @@ fn run(cli: Cli) -> Result<i32> {
             })?;
             Ok(0)
         }
-        Cmd::Restore { repo, set, target, mut paths, component, pipe, overwrite, threads, json } => {
+        Cmd::Restore { repo, set, target, mut paths, component, pipe, overwrite, resume, verify, threads, json } => {
             let r = open(&repo)?;
             let (id, m) = r.resolve_set(&set)?;
             if let Some(c) = &component {
@@ -338,15 +417,51 @@ fn run(cli: Cli) -> Result<i32> {
                 return Ok(0);
             }
             let target = target.context("--target is required")?;
-            let opts = coffer::restore::Options { overwrite, paths, threads };
-            let rep = coffer::restore::restore(&r, &m, &target, &opts)?;
+            let opts = coffer::restore::Options { overwrite, paths, threads, resume, verify, ..Default::default() };
+            let progress = output::RestoreProgress::start(opts.counters.clone(), json);
+            let rep = coffer::restore::restore(&r, &m, &target, &opts);
+            progress.finish();
+            let rep = rep?;
             print_checklist(&m);
             if json {
-                json_line(&serde_json::json!({"set": id.to_hex(), "files": rep.files, "dirs": rep.dirs, "symlinks": rep.symlinks, "bytes": rep.bytes, "duration_s": rep.duration_s}));
+                let mut v = serde_json::to_value(&rep).expect("json");
+                v["set"] = serde_json::json!(id.to_hex());
+                json_line(&v);
             } else {
-                eprintln!("restored set {} into {}: {} files, {} dirs, {} in {:.1}s", id.short(), target.display(), rep.files, rep.dirs, bytes(rep.bytes), rep.duration_s);
+                eprintln!(
+                    "restored set {} into {}: {} files, {} dirs, {} written, {} read from packs, {} files already complete{}, {:.1}s",
+                    id.short(),
+                    target.display(),
+                    rep.files,
+                    rep.dirs,
+                    bytes(rep.bytes),
+                    bytes(rep.bytes_read),
+                    rep.skipped,
+                    if verify { format!(", {} verified", rep.verified) } else { String::new() },
+                    rep.duration_s
+                );
             }
             Ok(0)
+        }
+        Cmd::Mount { repo, mountpoint, cache_mib } => {
+            let r = open(&repo)?;
+            let opts = coffer::mount::Options { cache_bytes: cache_mib << 20, ..Default::default() };
+            let shown = mountpoint.display().to_string();
+            coffer::mount::mount(r, &mountpoint, &opts, &|n| {
+                eprintln!("coffer: {n} sets mounted read-only at {shown}/sets; Ctrl-C or `fusermount3 -u {shown}` unmounts")
+            })?;
+            eprintln!("coffer: unmounted {shown}");
+            Ok(0)
+        }
+        Cmd::Dump { repo, set, path } => {
+            let r = open(&repo)?;
+            let (_, m) = r.resolve_set(&set)?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            match coffer::dump::dump(&r, &m, path.as_deref(), &mut out) {
+                Err(e) if coffer::dump::is_broken_pipe(&e) => Ok(0),
+                Err(e) => Err(e.into()),
+                Ok(_) => Ok(0),
+            }
         }
         Cmd::InitSet { dir_root, db_name, output } => {
             let text = coffer::setdef::alfresco_template(&dir_root, &db_name);
@@ -374,15 +489,10 @@ fn run(cli: Cli) -> Result<i32> {
             let r = open(&repo)?;
             if let Some(spec) = consistency {
                 let (id, m) = r.resolve_set(&spec)?;
-                let mut t = coffer::verify::ConsistencyTarget::default();
-                if let Some(f) = set_file {
-                    let d = coffer::setdef::SetDefinition::load(&f)?;
-                    t = coffer::verify::ConsistencyTarget {
-                        dump_component: d.consistency.dump_component.clone(),
-                        contentstore_component: d.consistency.contentstore_component.clone(),
-                        settings: d.consistency.settings(),
-                    };
-                }
+                let t = match set_file {
+                    Some(f) => coffer::setdef::SetDefinition::load(&f)?.consistency.target(),
+                    None => coffer::verify::ConsistencyTarget::default(),
+                };
                 let rep = coffer::verify::set_consistency(&r, &m, &t)?;
                 let order = coffer::verify::order_violations(&id, &m);
                 if json {
@@ -434,6 +544,61 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if bad.is_empty() { 0 } else { EXIT_DAMAGE })
         }
+        Cmd::Forget { repo, name, set_file, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within, keep_tags, dry_run, prune, max_unused, json } => {
+            let r = open(&repo)?;
+            let mut policy = coffer::retention::Policy { keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within, keep_tags };
+            let mut name = name;
+            if let Some(f) = &set_file {
+                let d = coffer::setdef::SetDefinition::load(f)?;
+                if policy.is_empty() {
+                    let rc = d.retention.as_ref().with_context(|| format!("{}: no [retention] table and no --keep-* option", f.display()))?;
+                    policy = rc.policy().map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                }
+                name = Some(d.name.clone());
+            }
+            let opts = coffer::retention::ForgetOptions { policy, name, dry_run };
+            let rep = coffer::retention::forget(&r, &opts, &mut |m| eprintln!("coffer: {m}"))?;
+            let pruned = if prune && !dry_run {
+                let mut po = coffer::prune::Options::new(time::OffsetDateTime::now_utc().unix_timestamp());
+                po.max_unused = max_unused;
+                Some(coffer::prune::prune(&r, &po, &mut |m| eprintln!("coffer: {m}"))?)
+            } else {
+                None
+            };
+            if json {
+                json_line(&serde_json::json!({"forget": rep, "prune": pruned}));
+            } else {
+                if let (true, Some(n)) = (rep.groups.is_empty(), &opts.name) {
+                    eprintln!("coffer: no sets named {n:?}");
+                }
+                for g in &rep.groups {
+                    line(&format!("sets named {:?}:", g.name));
+                    for s in &g.sets {
+                        let why: Vec<&str> = s.reasons.iter().map(|r| r.name()).collect();
+                        let what = if s.keep { format!("keep   ({})", why.join(", ")) } else if dry_run { "would forget".into() } else { "forget".into() };
+                        line(&format!("  {}  {}  {}", s.id.short(), s.started, what));
+                    }
+                }
+                eprintln!("{} set(s) kept, {} {}", rep.kept, rep.removed, if dry_run { "would be forgotten (dry run)" } else { "forgotten" });
+                if let Some(p) = &pruned {
+                    print_prune(p);
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Prune { repo, max_unused, dry_run, json } => {
+            let r = open(&repo)?;
+            let mut po = coffer::prune::Options::new(time::OffsetDateTime::now_utc().unix_timestamp());
+            po.max_unused = max_unused;
+            po.dry_run = dry_run;
+            let rep = coffer::prune::prune(&r, &po, &mut |m| eprintln!("coffer: {m}"))?;
+            if json {
+                json_line(&serde_json::to_value(&rep).expect("json"));
+            } else {
+                print_prune(&rep);
+            }
+            Ok(0)
+        }
         Cmd::Unlock { repo } => {
             let _ = Repo::open(&repo.repo)?;
             let msgs = coffer::lock::remove_stale(&repo.repo.join("locks"))?;
@@ -446,6 +611,24 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn print_prune(p: &coffer::prune::Report) {
+    eprintln!(
+        "prune{}: {} sets need {} chunks; {} of {} packs deleted, {} repacked into {} ({} blobs copied), {} unindexed old packs deleted; {} {} in {:.1}s",
+        if p.dry_run { " (dry run)" } else { "" },
+        p.sets,
+        p.chunks_needed,
+        p.packs_deleted,
+        p.packs_before,
+        p.packs_repacked,
+        p.packs_written,
+        p.blobs_copied,
+        p.unindexed_packs_deleted,
+        bytes(p.bytes_freed),
+        if p.dry_run { "would be freed" } else { "freed" },
+        p.duration_s
+    );
 }
 
 fn print_verify(r: &coffer::verify::Report, read_data: bool) {

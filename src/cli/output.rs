@@ -1,5 +1,5 @@
 //! Printing helpers: human sizes, a closed pipe that ends the program quietly, and the
-//! progress line drawn on a terminal while a backup runs.
+//! progress lines drawn on a terminal while a backup or a restore runs.
 
 use coffer::sink::Counters;
 use std::io::{IsTerminal, Write};
@@ -75,5 +75,38 @@ impl Progress {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
+    }
+}
+
+/// A progress line on stderr while a restore runs, only when stderr is a terminal.
+pub struct RestoreProgress(Progress);
+
+impl RestoreProgress {
+    pub fn start(c: Arc<coffer::restore::Counters>, quiet: bool) -> RestoreProgress {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if quiet || !std::io::stderr().is_terminal() {
+            return RestoreProgress(Progress { bar: None, stop, thread: None });
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+        let (b, s) = (bar.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Relaxed) {
+                b.set_message(format!(
+                    "{} files, {} written, {} read, {} already complete",
+                    c.files.load(Relaxed),
+                    bytes(c.bytes.load(Relaxed)),
+                    bytes(c.bytes_read.load(Relaxed)),
+                    c.skipped.load(Relaxed)
+                ));
+                b.tick();
+                std::thread::park_timeout(std::time::Duration::from_millis(150));
+            }
+        });
+        RestoreProgress(Progress { bar: Some(bar), stop, thread: Some(thread) })
+    }
+
+    pub fn finish(self) {
+        self.0.finish()
     }
 }

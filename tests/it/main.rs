@@ -2,6 +2,8 @@
 //! real directories, a real PostgreSQL server and real tools.
 mod engine;
 mod faults;
+mod mount;
 mod pg_selftest;
+mod prune;
 mod sets;
 mod support;

@@ -1,0 +1,248 @@
+//! `coffer dump`: a set, a component or a subtree as a tar stream (POSIX pax), or a single
+//! stored file as its raw bytes.
+//!
+//! Invariants:
+//! - Paths in the archive are `component/…` as in a restore, so `coffer dump R SET | tar -x`
+//!   gives the same tree as `coffer restore --target .`; a subtree keeps its full path.
+//! - Parents come before their children (tar sets directory times after their contents).
+//! - Every header is ustar; a pax extended header (`x`) precedes it when a value does not fit:
+//!   a path or link target over 100 bytes or not ASCII, a size of 8 GiB or more, an mtime
+//!   before 1970 or with nanoseconds. GNU tar and bsdtar read these.
+//! - Content is streamed chunk by chunk; memory stays at one chunk. All-zero stretches of
+//!   sparse files are streamed as zeros (no pax sparse map); a run of identical chunks, as
+//!   zeros are, is read and checked once.
+//! - Writing stops at the first error of the output: a closed pipe is returned as an
+//!   [`Error::Io`] whose source is `BrokenPipe`, which the CLI treats as a quiet end.
+
+use crate::error::{Error, Result};
+use crate::repo::Repo;
+use crate::set::Manifest;
+use crate::tree::{Node, NodeKind, Tree};
+use std::io::Write;
+use std::path::PathBuf;
+
+const BLOCK: usize = 512;
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Report {
+    /// Archive entries written (0 for a raw file).
+    pub entries: u64,
+    /// File content bytes written.
+    pub bytes: u64,
+    /// True when PATH was a single file streamed raw.
+    pub raw: bool,
+}
+
+fn out_err(e: std::io::Error) -> Error {
+    Error::Io { path: PathBuf::from("<output>"), source: e }
+}
+
+/// Whether an error is the output pipe closing (`coffer dump | head`).
+pub fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+struct Dumper<'a> {
+    repo: &'a Repo,
+    out: &'a mut dyn Write,
+    report: Report,
+}
+
+/// Writes `path` (`component[/sub/path]`, or the whole set when `None`) of a set to `out`.
+pub fn dump(repo: &Repo, m: &Manifest, path: Option<&str>, out: &mut dyn Write) -> Result<Report> {
+    let mut d = Dumper { repo, out, report: Report::default() };
+    match path {
+        None => {
+            for c in &m.components {
+                d.component(m, &c.name)?;
+            }
+        }
+        Some(p) => {
+            let parts = crate::restore::split_path(p)?;
+            let full = parts.join("/");
+            let (node, tree) = crate::browse::lookup(repo, m, &full)?;
+            match (node, tree) {
+                (Some(n), _) if n.kind == NodeKind::File => {
+                    d.report.raw = true;
+                    d.content(&n)?;
+                    d.out.flush().map_err(out_err)?;
+                    return Ok(d.report);
+                }
+                (None, Some(_)) => d.component(m, &full)?,
+                (Some(n), Some(t)) => {
+                    d.entry(full.as_bytes(), &n)?;
+                    d.tree(full.as_bytes(), &t)?;
+                }
+                (Some(n), None) => d.entry(full.as_bytes(), &n)?,
+                (None, None) => return Err(Error::NotFound(format!("{p}: not in the set"))),
+            }
+        }
+    }
+    d.out.write_all(&[0u8; 2 * BLOCK]).map_err(out_err)?;
+    d.out.flush().map_err(out_err)?;
+    Ok(d.report)
+}
+
+impl Dumper<'_> {
+    fn component(&mut self, m: &Manifest, name: &str) -> Result<()> {
+        let c = m.component(name).ok_or_else(|| Error::NotFound(format!("the set has no component {name:?}")))?;
+        let mtime_ns = crate::clock::parse(&c.started).map(|t| t.unix_timestamp_nanos() as i64).unwrap_or(0);
+        let (uid, gid) = crate::sys::ids();
+        let dir = Node { name: name.as_bytes().to_vec(), kind: NodeKind::Dir, mode: 0o755, uid, gid, mtime_ns, size: 0, content: vec![], subtree: None, target: None };
+        self.entry(name.as_bytes(), &dir)?;
+        let tree = self.repo.read_tree(&c.root)?;
+        self.tree(name.as_bytes(), &tree)
+    }
+
+    fn tree(&mut self, prefix: &[u8], t: &Tree) -> Result<()> {
+        for n in &t.nodes {
+            let mut p = prefix.to_vec();
+            p.push(b'/');
+            p.extend_from_slice(&n.name);
+            self.entry(&p, n)?;
+            if n.kind == NodeKind::Dir {
+                let id = n.subtree_id().ok_or_else(|| Error::corrupt(String::from_utf8_lossy(&p).into_owned(), 0, "directory without subtree"))?;
+                let sub = self.repo.read_tree(&id)?;
+                self.tree(&p, &sub)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One archive entry: pax header if needed, ustar header, content.
+    fn entry(&mut self, path: &[u8], n: &Node) -> Result<()> {
+        let mut name = path.to_vec();
+        if n.kind == NodeKind::Dir {
+            name.push(b'/');
+        }
+        let mut pax: Vec<u8> = Vec::new();
+        if name.len() > 100 || !name.is_ascii() {
+            pax_record(&mut pax, "path", &name);
+        }
+        let target = n.target.as_deref().unwrap_or_default();
+        if n.kind == NodeKind::Symlink && (target.len() > 100 || !target.is_ascii()) {
+            pax_record(&mut pax, "linkpath", target);
+        }
+        let size = if n.kind == NodeKind::File { n.size } else { 0 };
+        if size >= 8 << 30 {
+            pax_record(&mut pax, "size", size.to_string().as_bytes());
+        }
+        let (secs, nanos) = (n.mtime_ns.div_euclid(1_000_000_000), n.mtime_ns.rem_euclid(1_000_000_000));
+        if nanos != 0 || secs < 0 {
+            pax_record(&mut pax, "mtime", pax_time(secs, nanos).as_bytes());
+        }
+        if !pax.is_empty() {
+            let mut h = tar::Header::new_ustar();
+            let mut xname = b"PaxHeaders/".to_vec();
+            xname.extend_from_slice(&n.name);
+            set_bytes(&mut h.as_old_mut().name, &xname);
+            h.set_entry_type(tar::EntryType::XHeader);
+            h.set_mode(0o644);
+            h.set_size(pax.len() as u64);
+            h.set_mtime(secs.max(0) as u64);
+            h.set_cksum();
+            self.out.write_all(h.as_bytes()).map_err(out_err)?;
+            self.out.write_all(&pax).map_err(out_err)?;
+            self.pad(pax.len() as u64)?;
+        }
+        let mut h = tar::Header::new_ustar();
+        set_bytes(&mut h.as_old_mut().name, &name);
+        h.set_entry_type(match n.kind {
+            NodeKind::File => tar::EntryType::Regular,
+            NodeKind::Dir => tar::EntryType::Directory,
+            NodeKind::Symlink => tar::EntryType::Symlink,
+        });
+        if n.kind == NodeKind::Symlink {
+            set_bytes(&mut h.as_old_mut().linkname, target);
+        }
+        h.set_mode(n.mode & 0o7777);
+        h.set_uid(n.uid as u64);
+        h.set_gid(n.gid as u64);
+        h.set_mtime(secs.max(0) as u64);
+        h.set_size(size);
+        h.set_cksum();
+        self.out.write_all(h.as_bytes()).map_err(out_err)?;
+        self.report.entries += 1;
+        if n.kind == NodeKind::File {
+            self.content(n)?;
+            self.pad(n.size)?;
+        }
+        Ok(())
+    }
+
+    fn pad(&mut self, len: u64) -> Result<()> {
+        let rem = (len % BLOCK as u64) as usize;
+        if rem != 0 {
+            self.out.write_all(&[0u8; BLOCK][..BLOCK - rem]).map_err(out_err)?;
+        }
+        Ok(())
+    }
+
+    /// Streams a file's content; a chunk equal to the previous one is not read again.
+    fn content(&mut self, n: &Node) -> Result<()> {
+        let mut last: Option<(crate::id::ChunkId, Vec<u8>)> = None;
+        for c in &n.content {
+            let id = c.chunk_id();
+            if last.as_ref().map(|(l, _)| *l != id).unwrap_or(true) {
+                let data = self.repo.read_chunk(&id)?;
+                if data.len() != c.len as usize {
+                    return Err(Error::Failed(format!("{}: chunk {} has {} bytes, the tree says {}", n.name_lossy(), id.short(), data.len(), c.len)));
+                }
+                last = Some((id, data));
+            }
+            let (_, data) = last.as_ref().expect("set above");
+            self.out.write_all(data).map_err(out_err)?;
+            self.report.bytes += data.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Copies `src` into a fixed header field, truncating (the pax header holds the full value).
+fn set_bytes(field: &mut [u8], src: &[u8]) {
+    let n = src.len().min(field.len());
+    field[..n].copy_from_slice(&src[..n]);
+}
+
+/// Appends one pax record, `"<len> <key>=<value>\n"`, where len counts the whole record.
+fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    let base = key.len() + value.len() + 3;
+    let mut len = base + 1;
+    while len != base + len.to_string().len() {
+        len = base + len.to_string().len();
+    }
+    out.extend_from_slice(format!("{len} {key}=").as_bytes());
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+fn pax_time(secs: i64, nanos: i64) -> String {
+    if secs < 0 && nanos != 0 {
+        // pax times are decimal: -1.25 is 1.25 s before the epoch.
+        format!("-{}.{:09}", -(secs + 1), 1_000_000_000 - nanos)
+    } else {
+        format!("{secs}.{nanos:09}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        for vlen in [0usize, 1, 5, 90, 94, 95, 96, 200, 995, 996, 5000] {
+            let mut out = Vec::new();
+            pax_record(&mut out, "path", &vec![b'a'; vlen]);
+            let s = String::from_utf8(out.clone()).unwrap();
+            let declared: usize = s.split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(declared, out.len(), "value length {vlen}");
+        }
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(pax_time(5, 250_000_000), "5.250000000");
+        assert_eq!(pax_time(-2, 750_000_000), "-1.250000000");
+    }
+}

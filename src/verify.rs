@@ -13,6 +13,7 @@ use crate::repo::Repo;
 use crate::set::Manifest;
 use crate::tree::NodeKind;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Which packs `verify` reads whole.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -34,6 +35,17 @@ pub struct Options {
     pub read_data: ReadData,
     /// Now, in seconds since the epoch (injected for tests of `Stale`).
     pub now: i64,
+    /// Live counters for a progress display.
+    pub progress: Option<std::sync::Arc<Progress>>,
+}
+
+/// What a running verify has done so far.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub packs_to_read: AtomicU64,
+    pub packs_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub sets: AtomicU64,
 }
 
 /// Parses `N/M` for `--read-data-subset`.
@@ -169,10 +181,13 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
     // Least recently verified first, so a bounded nightly run makes progress through them all.
     indexed.sort_by_key(|(id, _, v)| (v.unwrap_or(i64::MIN), *id));
-    for (id, _, verified) in &indexed {
-        if bad_packs.contains_key(id) || !selected(id, *verified, opts.read_data, opts.now) {
-            continue;
-        }
+    let to_read: Vec<&(PackId, u64, Option<i64>)> =
+        indexed.iter().filter(|(id, _, verified)| !bad_packs.contains_key(id) && selected(id, *verified, opts.read_data, opts.now)).collect();
+    let progress = opts.progress.clone().unwrap_or_default();
+    progress.packs_to_read.store(to_read.len() as u64, Relaxed);
+    for (id, size, _) in to_read {
+        progress.packs_read.fetch_add(1, Relaxed);
+        progress.bytes_read.fetch_add(*size, Relaxed);
         let path = crate::pack::pack_path(&repo.root, id);
         match read_whole_pack(repo, id, &path, &mut bad_chunks) {
             Ok((n, None)) => {
@@ -202,6 +217,7 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     let mut seen_trees: HashSet<TreeId> = HashSet::new();
     let mut seen_chunks: HashSet<ChunkId> = HashSet::new();
     for (id, m) in &sets {
+        progress.sets.fetch_add(1, Relaxed);
         rep.order_violations.extend(order_violations(id, m));
         let mut affected = Vec::new();
         for c in &m.components {

@@ -330,7 +330,7 @@ fn run(cli: Cli) -> Result<i32> {
             opts.threads = threads;
             opts.use_cache = !no_cache;
             opts.notify = notify();
-            let progress = output::Progress::start(opts.counters.clone(), json);
+            let progress = output::Progress::backup(opts.counters.clone(), json);
             let report = coffer::backup::run(&r, &sources, &opts);
             progress.finish();
             let report = report?;
@@ -418,7 +418,7 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let target = target.context("--target is required")?;
             let opts = coffer::restore::Options { overwrite, paths, threads, resume, verify, ..Default::default() };
-            let progress = output::RestoreProgress::start(opts.counters.clone(), json);
+            let progress = output::Progress::restore(opts.counters.clone(), json);
             let rep = coffer::restore::restore(&r, &m, &target, &opts);
             progress.finish();
             let rep = rep?;
@@ -508,7 +508,11 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let _lease = coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Shared, "verify", &mut |m| eprintln!("coffer: {m}"))?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let rep = coffer::verify::verify(&r, &coffer::verify::Options { read_data: how, now })?;
+            let progress = std::sync::Arc::new(coffer::verify::Progress::default());
+            let shown = output::Progress::verify(progress.clone(), json);
+            let rep = coffer::verify::verify(&r, &coffer::verify::Options { read_data: how, now, progress: Some(progress) });
+            shown.finish();
+            let rep = rep?;
             if json {
                 json_line(&serde_json::to_value(&rep).expect("json"));
             } else {

@@ -41,7 +41,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn start(counters: Arc<Counters>, quiet: bool) -> Progress {
+    /// A spinner redrawn with `message()` every 150 ms, unless `quiet` or stderr is no terminal.
+    pub fn start(quiet: bool, message: impl Fn() -> String + Send + 'static) -> Progress {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if quiet || !std::io::stderr().is_terminal() {
             return Progress { bar: None, stop, thread: None };
@@ -51,19 +52,50 @@ impl Progress {
         let (b, s) = (bar.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Relaxed) {
-                let c = &counters;
-                let files = c.files_new.load(Relaxed) + c.files_changed.load(Relaxed) + c.files_unchanged.load(Relaxed);
-                b.set_message(format!(
-                    "{files} files ({} unchanged), read {}, stored {}",
-                    c.files_unchanged.load(Relaxed),
-                    bytes(c.bytes_read.load(Relaxed)),
-                    bytes(c.stored_new.load(Relaxed))
-                ));
+                b.set_message(message());
                 b.tick();
                 std::thread::park_timeout(std::time::Duration::from_millis(150));
             }
         });
         Progress { bar: Some(bar), stop, thread: Some(thread) }
+    }
+
+    /// Progress of a backup.
+    pub fn backup(c: Arc<Counters>, quiet: bool) -> Progress {
+        Progress::start(quiet, move || {
+            let files = c.files_new.load(Relaxed) + c.files_changed.load(Relaxed) + c.files_unchanged.load(Relaxed);
+            format!(
+                "{files} files ({} unchanged), read {}, stored {}",
+                c.files_unchanged.load(Relaxed),
+                bytes(c.bytes_read.load(Relaxed)),
+                bytes(c.stored_new.load(Relaxed))
+            )
+        })
+    }
+
+    /// Progress of a restore.
+    pub fn restore(c: Arc<coffer::restore::Counters>, quiet: bool) -> Progress {
+        Progress::start(quiet, move || {
+            format!(
+                "{} files, {} written, {} read, {} already complete",
+                c.files.load(Relaxed),
+                bytes(c.bytes.load(Relaxed)),
+                bytes(c.bytes_read.load(Relaxed)),
+                c.skipped.load(Relaxed)
+            )
+        })
+    }
+
+    /// Progress of a verify.
+    pub fn verify(c: Arc<coffer::verify::Progress>, quiet: bool) -> Progress {
+        Progress::start(quiet, move || {
+            let total = c.packs_to_read.load(Relaxed);
+            if total == 0 {
+                format!("checked {} sets", c.sets.load(Relaxed))
+            } else {
+                format!("read {} of {total} packs ({}), checked {} sets", c.packs_read.load(Relaxed), bytes(c.bytes_read.load(Relaxed)), c.sets.load(Relaxed))
+            }
+        })
     }
 
     pub fn finish(mut self) {
@@ -75,38 +107,5 @@ impl Progress {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-    }
-}
-
-/// A progress line on stderr while a restore runs, only when stderr is a terminal.
-pub struct RestoreProgress(Progress);
-
-impl RestoreProgress {
-    pub fn start(c: Arc<coffer::restore::Counters>, quiet: bool) -> RestoreProgress {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if quiet || !std::io::stderr().is_terminal() {
-            return RestoreProgress(Progress { bar: None, stop, thread: None });
-        }
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
-        let (b, s) = (bar.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Relaxed) {
-                b.set_message(format!(
-                    "{} files, {} written, {} read, {} already complete",
-                    c.files.load(Relaxed),
-                    bytes(c.bytes.load(Relaxed)),
-                    bytes(c.bytes_read.load(Relaxed)),
-                    c.skipped.load(Relaxed)
-                ));
-                b.tick();
-                std::thread::park_timeout(std::time::Duration::from_millis(150));
-            }
-        });
-        RestoreProgress(Progress { bar: Some(bar), stop, thread: Some(thread) })
-    }
-
-    pub fn finish(self) {
-        self.0.finish()
     }
 }

@@ -174,6 +174,22 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn lease_round_trip(pid in any::<u32>(), started in any::<u64>(), refreshed in any::<u64>(), host in "[a-z0-9.-]{0,20}", excl in any::<bool>()) {
+            let l = LeaseInfo { kind: if excl { LeaseKind::Exclusive } else { LeaseKind::Shared }, host, pid, command: "backup".into(), started, refreshed };
+            prop_assert_eq!(LeaseInfo::decode(Path::new("l"), &l.encode()).unwrap(), l);
+        }
+
+        #[test]
+        fn lease_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = LeaseInfo::decode(Path::new("l"), &bytes);
+            // Also with a valid envelope around garbage JSON.
+            let _ = LeaseInfo::decode(Path::new("l"), &envelope::encode(MAGIC, VERSION, &bytes));
+        }
+    }
 
     fn repo() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

@@ -221,7 +221,7 @@ mod tests {
         c.stage(b"a", &[(b"f".to_vec(), entry(1))], &[]).unwrap();
         assert!(c.dir_entries(b"a").unwrap().is_empty());
         c.commit().unwrap();
-        assert_eq!(c.dir_entries(b"a").unwrap().get(&b"f".to_vec()), Some(&entry(1)));
+        assert_eq!(c.dir_entries(b"a").unwrap().get(b"f".as_slice()), Some(&entry(1)));
         // A run that stages a removal but never commits changes nothing.
         c.stage(b"a", &[], &[b"f".to_vec()]).unwrap();
         drop(c);

@@ -184,7 +184,7 @@ impl Repo {
             }
             out.push(crate::set::load(&e.path())?);
         }
-        out.sort_by(|a, b| (crate::clock::parse(&a.1.started).ok(), a.0).cmp(&(crate::clock::parse(&b.1.started).ok(), b.0)));
+        out.sort_by_cached_key(|(id, m)| (crate::clock::parse(&m.started).ok(), *id));
         Ok(out)
     }
 

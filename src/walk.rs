@@ -67,7 +67,9 @@ enum CacheAction {
     Forget,
 }
 
-/// What became of one directory entry.
+/// What became of one directory entry. Short-lived (one per entry, consumed by its
+/// directory), so the size difference between variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     Node(Node, CacheAction),
     Skipped,

@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# compare_prune.sh: prune time and space freed after a month of simulated nights, coffer
+# against `restic forget --prune` and `borg prune` + `borg compact` on the same data in the
+# same run (issue 6).
+#
+# Usage:  benches/compare_prune.sh
+#   WORK=/tmp/coffer-compare-prune  scratch dir (corpus, repos, logs, results.md)
+#   NIGHTS=30                       simulated nights; one backup per tool per night
+#   DOCS=800 DUMP_MB=128            corpus size (gen_dirroot.py init)
+#   SEED=42                         generator seed (same seed => byte-identical corpus)
+#   TOOLS="coffer restic borg"      subset to run
+#   COFFER=/tmp/coffer-prune-bench/coffer  binary (copy it there so rebuilds don't change it)
+#   START_DAY=2026-10-01            date of night 1's backup; night N is START_DAY + N-1 days
+#   KEEP=0                          1 keeps corpus and repositories after a successful run
+#
+# Steps:
+#   1. gen_dirroot.py init (with --solr), init the repositories.
+#   2. For night 1..NIGHTS: gen_dirroot.py night, then one backup per tool, each stamped
+#      START_DAY + (night-1) days at 02:00 UTC. Retention works on snapshot times and all
+#      backups really happen within minutes, so the time is injected: coffer has no flag for
+#      it and runs under libfaketime (apt-get install faketime); restic (Go, ignores
+#      LD_PRELOAD) gets --time, borg gets --timestamp.
+#   3. Sizes (du -sb), then forget + prune under /usr/bin/time with --keep-daily 7
+#      --keep-weekly 4 (borg: prune and compact timed together), sizes again, full check of
+#      each repository, restore of the latest snapshot and diff -r against the source.
+#   4. $WORK/results.md: sizes before/after, freed, prune time, peak RSS, snapshots kept.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+WORK=${WORK:-/tmp/coffer-compare-prune}
+NIGHTS=${NIGHTS:-30}
+DOCS=${DOCS:-800}
+DUMP_MB=${DUMP_MB:-128}
+SEED=${SEED:-42}
+TOOLS=${TOOLS:-"coffer restic borg"}
+COFFER=${COFFER:-/tmp/coffer-prune-bench/coffer}
+START_DAY=${START_DAY:-2026-10-01}
+KEEP=${KEEP:-0}
+KEEP_ARGS=(--keep-daily 7 --keep-weekly 4)
+
+die() { printf 'compare_prune.sh: %s\n' "$*" >&2; exit 1; }
+trap 'echo "compare_prune.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+# --------------------------------------------------------------------------- checks
+
+read -r -a TOOL_LIST <<<"$TOOLS"
+((${#TOOL_LIST[@]})) || die "TOOLS is empty"
+for t in "${TOOL_LIST[@]}"; do
+  case $t in coffer | restic | borg) ;; *) die "unknown tool '$t' in TOOLS (use coffer, restic, borg)" ;; esac
+done
+has() { [[ " ${TOOL_LIST[*]} " == *" $1 "* ]]; }
+[[ $NIGHTS =~ ^[1-9][0-9]*$ ]] || die "NIGHTS must be a positive integer"
+date -u -d "$START_DAY" >/dev/null 2>&1 || die "START_DAY '$START_DAY' is not a date"
+
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+[[ -x /usr/bin/time ]] || missing+=(/usr/bin/time) # GNU time: the bash keyword has no RSS
+has coffer && ! command -v faketime >/dev/null && missing+=(faketime)
+has restic && ! command -v restic >/dev/null && missing+=(restic)
+has borg && ! command -v borg >/dev/null && missing+=(borg)
+if ((${#missing[@]})); then
+  die "missing: ${missing[*]}
+  install with: apt-get install -y restic borgbackup time faketime   (python3 is needed too)"
+fi
+if has coffer; then
+  [[ $COFFER == /* ]] || COFFER=$PWD/$COFFER
+  [[ -x $COFFER ]] || die "coffer binary not found at $COFFER
+  build and copy it: (cd $(dirname "$HERE") && cargo build --release) && mkdir -p $(dirname "$COFFER") && cp $(dirname "$HERE")/target/release/coffer $COFFER"
+fi
+
+# Only ever delete a WORK dir this script created (it carries a marker file).
+if [[ -e $WORK ]]; then
+  if [[ -f $WORK/.coffer-compare-prune ]]; then
+    rm -rf -- "$WORK"
+  elif [[ -n $(ls -A -- "$WORK") ]]; then
+    die "$WORK exists, is not empty and was not created by compare_prune.sh; refusing to touch it"
+  fi
+fi
+mkdir -p "$WORK"/{logs,metrics,repos,cache,config,src}
+touch "$WORK/.coffer-compare-prune"
+WORK=$(cd "$WORK" && pwd)
+SRC=$WORK/src/dir.root
+LOG=$WORK/logs
+MET=$WORK/metrics
+
+# Space: the corpus grows by a few % per night; three repositories of about its final size,
+# one restore at a time. A rough estimate, warn only.
+need_mb=$(((DOCS + DUMP_MB) * (6 + NIGHTS / 10)))
+avail_mb=$(df -Pm "$WORK" | awk 'NR==2 {print $4}')
+((avail_mb > need_mb)) || echo "compare_prune.sh: warning: ~${need_mb} MiB may be needed, ${avail_mb} MiB free in $WORK" >&2
+
+# Isolate every tool's cache and config so runs never see state from earlier runs.
+export XDG_CACHE_HOME=$WORK/cache XDG_CONFIG_HOME=$WORK/config COFFER_CACHE_DIR=$WORK/cache/coffer
+export RESTIC_PASSWORD=bench
+export BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes \
+  BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+# libfaketime: fake only the wall clock; monotonic clocks (timeouts, durations) stay real.
+export FAKETIME_DONT_FAKE_MONOTONIC=1
+
+# --------------------------------------------------------------------------- helpers
+
+repo() { echo "$WORK/repos/$1"; }
+
+# measure KEY CMD...: run CMD under GNU time; wall seconds and peak RSS (KiB) go to
+# $MET/KEY.wall and $MET/KEY.rss. A failing command aborts the run.
+measure() {
+  local key=$1 rc=0 wall rss
+  shift
+  sync # flush the previous tool's writes so they are not billed to this one
+  /usr/bin/time -f '%e %M' -o "$MET/$key.time" "$@" >"$LOG/$key.out" 2>"$LOG/$key.err" || rc=$?
+  if ((rc != 0)); then
+    echo "compare_prune.sh: '$*' failed (exit $rc); last lines of $LOG/$key.err:" >&2
+    tail -n 20 "$LOG/$key.err" >&2
+    exit 1
+  fi
+  read -r wall rss < <(tail -n 1 "$MET/$key.time")
+  echo "$wall" >"$MET/$key.wall"
+  echo "$rss" >"$MET/$key.rss"
+  [[ ${QUIET:-0} == 1 ]] || printf '   %-7s %-12s %8.2f s  %7d MiB peak RSS\n' "${key%%-*}" "${key#*-}" "$wall" $((rss / 1024))
+}
+
+# measure_sh KEY 'shell snippet': like measure, for a sequence timed as one (borg prune+compact).
+measure_sh() { local key=$1; shift; measure "$key" bash -c "set -euo pipefail; $1"; }
+
+size_of() { du -sb "$(repo "$1")" | cut -f1; }
+
+init_repo() {
+  local r
+  r=$(repo "$1")
+  case $1 in
+    coffer) "$COFFER" init --repo "$r" ;;
+    restic) restic init --repo "$r" ;;
+    borg) borg init --encryption=repokey-blake2 "$r" ;; # encrypted, like restic
+  esac >"$LOG/$1-init.log" 2>&1 || { cat "$LOG/$1-init.log" >&2; die "$1 init failed"; }
+}
+
+# backup TOOL NIGHT: one backup stamped with the simulated night's date.
+backup() {
+  local tool=$1 n=$2 r day key
+  r=$(repo "$tool")
+  day=$(date -u -d "$START_DAY + $((n - 1)) days" '+%Y-%m-%d')
+  key=$tool-night$n
+  case $tool in
+    coffer) # @ = start at that time and let the clock run (a frozen clock would stall timers)
+      measure "$key" faketime -f "@$day 02:00:00" "$COFFER" backup --repo "$r" --name alfresco --json "$SRC" ;;
+    restic) measure "$key" restic backup --repo "$r" -q --time "$day 02:00:00" "$SRC" ;;
+    borg) measure "$key" borg create --compression zstd,3 --timestamp "${day}T02:00:00" "$r::night-$n" "$SRC" ;;
+  esac
+}
+
+# snapshots TOOL: number of snapshots in the repository.
+snapshots() {
+  local r
+  r=$(repo "$1")
+  case $1 in
+    coffer) "$COFFER" sets --repo "$r" --json | python3 -c '
+import json, sys
+t = sys.stdin.read().strip()
+try:
+    d = json.loads(t)
+    print(len(d if isinstance(d, list) else d.get("sets", [])))
+except ValueError:  # one JSON object per line
+    print(sum(1 for l in t.splitlines() if l.strip()))' ;;
+    restic) restic snapshots --repo "$r" --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' ;;
+    borg) borg list --short "$r" | wc -l ;;
+  esac
+}
+
+# snapshot_days TOOL: the kept snapshots' dates, for the report.
+snapshot_days() {
+  local r
+  r=$(repo "$1")
+  case $1 in
+    coffer) "$COFFER" sets --repo "$r" --json | python3 -c '
+import json, sys
+t = sys.stdin.read().strip()
+try:
+    d = json.loads(t); d = d if isinstance(d, list) else d.get("sets", [])
+except ValueError:
+    d = [json.loads(l) for l in t.splitlines() if l.strip()]
+print(" ".join(sorted(s.get("started", "?")[5:10] for s in d)))' ;;
+    restic) restic snapshots --repo "$r" --json | python3 -c '
+import json, sys; print(" ".join(sorted(s["time"][5:10] for s in json.load(sys.stdin))))' ;;
+    borg) borg list --format '{time:%m-%d}{NL}' "$r" | sort | tr '\n' ' ' | sed 's/ $//'; echo ;;
+  esac
+}
+
+prune() {
+  local tool=$1 r
+  r=$(repo "$tool")
+  case $tool in
+    coffer) measure "$tool-prune" "$COFFER" forget --repo "$r" "${KEEP_ARGS[@]}" --prune --json ;;
+    restic) measure "$tool-prune" restic forget --repo "$r" "${KEEP_ARGS[@]}" --prune ;;
+    borg) measure_sh "$tool-prune" "borg prune --list ${KEEP_ARGS[*]} '$r' && borg compact '$r'" ;;
+  esac
+}
+
+check() {
+  local tool=$1 r
+  r=$(repo "$tool")
+  case $tool in
+    coffer) measure "$tool-check" "$COFFER" verify --repo "$r" --read-data ;;
+    restic) measure "$tool-check" restic check --repo "$r" --read-data ;;
+    borg) measure "$tool-check" borg check --verify-data "$r" ;;
+  esac
+}
+
+restore() {
+  local tool=$1 r t got
+  r=$(repo "$tool")
+  t=$WORK/restore-$tool
+  rm -rf "$t" && mkdir -p "$t"
+  case $tool in
+    coffer) # the component is named after the last path element of the source
+      measure "$tool-restore" "$COFFER" restore --repo "$r" latest --target "$t"
+      got=$t/$(basename "$SRC") ;;
+    restic) # restic recreates the absolute source path under the target
+      measure "$tool-restore" restic restore latest --repo "$r" --target "$t" -q
+      got=$t$SRC ;;
+    borg) # borg extracts into cwd, paths stored without the leading slash
+      (cd "$t" && measure "$tool-restore" borg extract "$r::night-$NIGHTS")
+      got=$t/${SRC#/} ;;
+  esac
+  [[ -d $got ]] || die "RESTORE FAILED for $tool: $got does not exist (see $LOG/$tool-restore.err)"
+  if ! diff -r "$SRC" "$got" >"$LOG/$tool-restore.diff" 2>&1; then
+    echo "compare_prune.sh: RESTORE MISMATCH for $tool: restored tree differs from $SRC" >&2
+    head -n 20 "$LOG/$tool-restore.diff" >&2
+    die "$tool restore after prune is not identical (full diff in $LOG/$tool-restore.diff)"
+  fi
+  echo "   $tool restore of the latest snapshot: identical to the source (diff -r)"
+  rm -rf "$t"
+}
+
+corpus_stats() { find "$SRC" -type f -printf '%s\n' | awk '{ n++; s += $1 } END { printf "%d files, %.0f bytes", n, s }'; }
+
+# --------------------------------------------------------------------------- run
+
+T0=$(date +%s)
+echo "== generating corpus in $SRC (DOCS=$DOCS DUMP_MB=$DUMP_MB SEED=$SEED)"
+python3 "$HERE/gen_dirroot.py" init "$SRC" --seed "$SEED" --docs "$DOCS" --dump-mb "$DUMP_MB" \
+  --solr 2>&1 | tee "$LOG/gen-init.log"
+CORPUS0=$(corpus_stats)
+for t in "${TOOL_LIST[@]}"; do init_repo "$t"; done
+
+echo "== $NIGHTS nights: gen_dirroot.py night, then a backup per tool (times injected)"
+for ((n = 1; n <= NIGHTS; n++)); do
+  python3 "$HERE/gen_dirroot.py" night "$SRC" --seed "$SEED" >>"$LOG/gen-night.log" 2>&1
+  line="night $n ($(date -u -d "$START_DAY + $((n - 1)) days" '+%Y-%m-%d')):"
+  for t in "${TOOL_LIST[@]}"; do
+    QUIET=1 backup "$t" "$n"
+    line+=$(printf ' %s %6.2fs' "$t" "$(cat "$MET/$t-night$n.wall")")
+  done
+  echo "   $line"
+done
+CORPUS1=$(corpus_stats)
+
+echo "== forget + prune (${KEEP_ARGS[*]})"
+for t in "${TOOL_LIST[@]}"; do
+  size_of "$t" >"$MET/$t.size-before"
+  snapshots "$t" >"$MET/$t.snaps-before"
+done
+for t in "${TOOL_LIST[@]}"; do prune "$t"; done
+for t in "${TOOL_LIST[@]}"; do
+  size_of "$t" >"$MET/$t.size-after"
+  snapshots "$t" >"$MET/$t.snaps-after"
+  snapshot_days "$t" >"$MET/$t.days-after"
+done
+
+echo "== check (reading all data) after prune"
+for t in "${TOOL_LIST[@]}"; do check "$t"; done
+
+echo "== restore the latest snapshot + diff -r"
+for t in "${TOOL_LIST[@]}"; do restore "$t"; done
+T1=$(date +%s)
+
+# --------------------------------------------------------------------------- report
+
+val() { cat "$MET/$1" 2>/dev/null || true; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
+mib() { [[ -n $1 ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1048576 }' || printf -- '-'; }
+freed() { local b a; b=$(val "$1.size-before") a=$(val "$1.size-after"); [[ -n $b && -n $a ]] && echo $((b - a)) || true; }
+sum_nights() { local s=0 n; for ((n = 1; n <= NIGHTS; n++)); do s=$(awk -v s="$s" -v w="$(val "$1-night$n.wall")" 'BEGIN { print s + w }'); done; echo "$s"; }
+
+version_of() {
+  case $1 in
+    coffer) "$COFFER" --version 2>/dev/null | head -n 1 || echo "coffer (version unknown)" ;;
+    restic) restic version | head -n 1 ;;
+    borg) borg --version ;;
+  esac
+}
+
+{
+  echo "# Prune after $NIGHTS nights: coffer vs restic vs Borg, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "- command: \`NIGHTS=$NIGHTS DOCS=$DOCS DUMP_MB=$DUMP_MB SEED=$SEED TOOLS=\"$TOOLS\" benches/compare_prune.sh\`" \
+    "($((T1 - T0)) s end to end)"
+  echo "- machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM," \
+    "$(uname -sr); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- corpus: gen_dirroot.py init --solr, then $NIGHTS x night; after init $CORPUS0; after the last night $CORPUS1"
+  for t in "${TOOL_LIST[@]}"; do echo "- $(version_of "$t")"; done
+  echo "- backups: one per tool per night, stamped $START_DAY + (night-1) days, 02:00 UTC" \
+    "(coffer under libfaketime, restic --time, borg --timestamp)"
+  echo "- prune: policy ${KEEP_ARGS[*]}; coffer \`forget --prune --json\` (default --max-unused 5%)," \
+    "restic \`forget --prune\` (default --max-unused 5%), borg \`prune\` + \`compact\` timed together"
+  echo
+  echo "| |$(printf ' %s |' "${TOOL_LIST[@]}")"
+  echo "|---|$(printf -- '---:|%.0s' "${TOOL_LIST[@]}")"
+  row() { local label=$1 fn=$2 out t; out="| $label |"; for t in "${TOOL_LIST[@]}"; do out+=" $($fn "$t") |"; done; echo "$out"; }
+  f_before() { mib "$(val "$1.size-before")"; }
+  f_after() { mib "$(val "$1.size-after")"; }
+  f_freed() { mib "$(freed "$1")"; }
+  f_wall() { val "$1-prune.wall"; }
+  f_rss() { local r; r=$(val "$1-prune.rss"); [[ -n $r ]] && awk -v k="$r" 'BEGIN { printf "%.1f", k / 1024 }'; }
+  f_snaps() { echo "$(val "$1.snaps-before") -> $(val "$1.snaps-after")"; }
+  f_check() { val "$1-check.wall"; }
+  f_nights() { printf '%.1f' "$(sum_nights "$1")"; }
+  row "repository before prune (MiB)" f_before
+  row "repository after prune (MiB)" f_after
+  row "freed (MiB)" f_freed
+  row "prune wall time (s)" f_wall
+  row "prune peak RSS (MiB)" f_rss
+  row "snapshots before -> kept" f_snaps
+  row "check --read-data after prune (s)" f_check
+  row "all $NIGHTS backups, total (s)" f_nights
+  echo
+  if has coffer; then
+    for o in restic borg; do
+      has "$o" || continue
+      echo "- coffer/$o: prune time $(ratio "$(val coffer-prune.wall)" "$(val "$o-prune.wall")")," \
+        "space freed $(ratio "$(freed coffer)" "$(freed "$o")")," \
+        "size after $(ratio "$(val coffer.size-after)" "$(val "$o.size-after")")," \
+        "peak RSS $(ratio "$(val coffer-prune.rss)" "$(val "$o-prune.rss")")"
+    done
+  fi
+  for t in "${TOOL_LIST[@]}"; do echo "- $t kept (MM-DD): $(val "$t.days-after")"; done
+  echo "- after prune every repository passed its full check and the latest snapshot restored" \
+    "identical to the source (diff -r)"
+  if has coffer; then
+    echo "- coffer prune report: $(python3 - "$LOG/coffer-prune.out" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except ValueError as e:
+    sys.exit(print(f"(unparsable --json output: {e})"))
+p = d.get("prune") or {}
+f = d.get("forget") or {}
+print(", ".join(f"{k} {p.get(k)}" for k in ("sets", "packs_before", "packs_deleted", "packs_repacked",
+      "packs_written", "blobs_copied", "bytes_freed", "duration_s")) + f"; forget kept {f.get('kept')} removed {f.get('removed')}")
+PY
+)"
+  fi
+} >"$WORK/results.md"
+
+echo
+cat "$WORK/results.md"
+
+if [[ $KEEP != 1 ]]; then
+  rm -rf "$WORK/src" "$WORK/repos" "$WORK/cache"
+  echo
+  echo "(corpus and repositories removed; KEEP=1 keeps them. Results: $WORK/results.md, logs: $LOG)"
+fi

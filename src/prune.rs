@@ -7,8 +7,9 @@
 //! 1. Mark: every tree and data chunk reachable from every set goes into a temporary SQLite
 //!    table (`Index::begin_marking`), so memory does not grow with the repository. A needed
 //!    chunk with no index row stops the prune before anything is changed.
-//! 2. Plan: a pack none of whose index rows is needed is deleted; a pack whose unneeded
-//!    share exceeds `max_unused` is repacked; packs smaller than a quarter of the target
+//! 2. Plan: a pack none of whose index rows is needed is deleted; then, while the unneeded
+//!    bytes left in the remaining packs exceed `max_unused` of their total size, the pack
+//!    with the largest unneeded share is repacked; packs smaller than a quarter of the target
 //!    pack size are merged (repacked together) when there are at least two of them.
 //! 3. Repack: the needed blobs of those packs are checked (`pack::decode_blob`) and copied
 //!    as stored (no recompression) into new packs, each made durable before it is indexed.
@@ -38,7 +39,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Default `max_unused`: repack a pack once more than 5% of it is unneeded.
+/// Default `max_unused`: leave at most 5% of the repository's pack bytes unneeded.
 pub const DEFAULT_MAX_UNUSED: f64 = 0.05;
 /// Default age an unindexed pack file must reach before prune deletes it.
 pub const DEFAULT_UNINDEXED_GRACE: i64 = 3600;
@@ -111,11 +112,30 @@ fn unused_bytes(u: &PackUsage) -> u64 {
 
 fn plan(usage: &[PackUsage], max_unused: f64, target: u64) -> Plan {
     let mut p = Plan::default();
-    let mut small = Vec::new();
+    let mut kept: Vec<&PackUsage> = Vec::new();
     for u in usage {
         if u.needed == 0 {
             p.delete.push(u.clone());
-        } else if u.size > 0 && unused_bytes(u) as f64 / u.size as f64 > max_unused {
+        } else {
+            kept.push(u);
+        }
+    }
+    // `max_unused` is a share of the whole repository, not of each pack: rewriting a pack
+    // costs its needed bytes, so the most wasteful packs go first, and only until what is left
+    // unneeded is within the allowance. A per-pack threshold would rewrite every pack that
+    // shares space with forgotten data, however little that frees.
+    let total: u64 = kept.iter().map(|u| u.size).sum();
+    let mut unused: u64 = kept.iter().map(|u| unused_bytes(u)).sum();
+    let allowed = (max_unused * total as f64) as u64;
+    kept.sort_by(|a, b| {
+        let share = |u: &PackUsage| unused_bytes(u) as f64 / u.size.max(1) as f64;
+        share(b).total_cmp(&share(a)).then(a.n.cmp(&b.n))
+    });
+    let mut small = Vec::new();
+    for u in kept {
+        let waste = unused_bytes(u);
+        if unused > allowed && waste > 0 {
+            unused -= waste;
             p.repack.push(u.clone());
         } else if u.size < target / 4 {
             small.push(u.clone());
@@ -360,6 +380,27 @@ mod tests {
         assert_eq!(ns(&p.repack), [2], "a single small pack is left alone");
         let p = plan(&[full(5, 3, 1000), full(6, 3, 1000), full(3, 64, target - overhead(64))], 0.05, target);
         assert_eq!(ns(&p.repack), [5, 6], "two small packs are merged");
+    }
+
+    #[test]
+    fn max_unused_is_a_share_of_the_repository() {
+        let target = 16 << 20;
+        let overhead = |needed: u64| pack::HEADER_LEN + pack::FOOTER_LEN as u64 + pack::ENTRY_LEN as u64 * needed;
+        let with_waste = |n, waste: u64| usage(n, target, 10, target - overhead(10) - waste);
+        // Ten packs, each 10% unneeded: the most wasteful go first until at most 5% is left.
+        let mut packs: Vec<PackUsage> = (1..=10).map(|n| with_waste(n, target / 10)).collect();
+        packs[6] = with_waste(7, target / 5);
+        let p = plan(&packs, 0.05, target);
+        assert_eq!(p.repack.first().map(|u| u.n), Some(7), "the most wasteful pack first");
+        let left: u64 = packs.iter().filter(|u| !p.repack.iter().any(|r| r.n == u.n)).map(unused_bytes).sum();
+        let total: u64 = packs.iter().map(|u| u.size).sum();
+        assert!(left as f64 <= 0.05 * total as f64, "{left} of {total} left unneeded");
+        assert!(p.repack.len() < packs.len(), "not every pack is rewritten");
+        // One half-empty pack among twenty full ones is within 5% of the repository: kept.
+        let mut packs: Vec<PackUsage> = (1..=20).map(|n| with_waste(n, 0)).collect();
+        packs.push(with_waste(21, target / 2));
+        assert!(plan(&packs, 0.05, target).repack.is_empty());
+        assert_eq!(plan(&packs, 0.0, target).repack.iter().map(|u| u.n).collect::<Vec<_>>(), [21]);
     }
 
     #[test]

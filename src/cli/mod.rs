@@ -231,7 +231,7 @@ enum Cmd {
     Prune {
         #[command(flatten)]
         repo: RepoArg,
-        /// Repack a pack when more than this share of it is unneeded.
+        /// Repack the most wasteful packs until at most this share of the repository is unneeded.
         #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = coffer::prune::parse_max_unused)]
         max_unused: f64,
         /// Show what would be done; change nothing.

@@ -87,18 +87,6 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
-/// Removes temporary files left in `tmp/` by dead processes of this host.
-fn clean_tmp(repo: &Repo) {
-    let Ok(rd) = std::fs::read_dir(repo.tmp_dir()) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if pid != std::process::id() && !crate::sys::pid_alive(pid) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     if sources.is_empty() {
         return Err(Error::InvalidInput("nothing to back up: give at least one path or component".into()));
@@ -116,7 +104,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     let t0 = Instant::now();
     let notify = opts.notify.clone();
     let _lease = Lease::acquire(&repo.root, LeaseKind::Shared, "backup", &mut |m| notify(m))?;
-    clean_tmp(repo);
+    repo.clean_tmp();
     let started = opts.clock.now();
     let adopted = repo.adopt_unindexed_packs(started.unix_timestamp())?;
     if adopted > 0 {

@@ -148,19 +148,6 @@ fn plan(usage: &[PackUsage], max_unused: f64, target: u64) -> Plan {
     p
 }
 
-/// Removes temporary files of dead processes of this host from `tmp/` (a killed prune's
-/// half-written pack).
-fn clean_tmp(repo: &Repo) {
-    let Ok(rd) = std::fs::read_dir(repo.tmp_dir()) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if pid != std::process::id() && !crate::sys::pid_alive(pid) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 /// Marks every tree and chunk reachable from `root`. A tree already marked was walked.
 fn mark_tree(repo: &Repo, idx: &Index, root: &TreeId) -> Result<()> {
     if !idx.mark_needed(&root.as_chunk())? {
@@ -197,7 +184,7 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     }
     let _lease = Lease::acquire(&repo.root, LeaseKind::Exclusive, "prune", notify)?;
     if !opts.dry_run {
-        clean_tmp(repo);
+        repo.clean_tmp();
     }
     let mut idx = Index::open(&repo.index_path(), &repo.config.repository_id)?;
     let mut rep = Report { dry_run: opts.dry_run, epoch: idx.epoch()?, ..Report::default() };

@@ -206,6 +206,19 @@ impl Repo {
         }
     }
 
+    /// Removes files in `tmp/` left by dead processes of this host (a killed run's
+    /// half-written pack or manifest). Temporary names start with the writer's pid.
+    pub fn clean_tmp(&self) {
+        let Ok(rd) = std::fs::read_dir(self.tmp_dir()) else { return };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if pid != std::process::id() && !crate::sys::pid_alive(pid) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Indexes packs that are on disk but not in the index: a run killed between a pack's
     /// rename and its index commit leaves such packs, and their chunks should be reused,
     /// not stored again. Packs whose trailer does not read are left alone (verify reports

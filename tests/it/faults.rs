@@ -37,22 +37,15 @@ fn chunk_of(repo: &Path, file: &str) -> (PathBuf, u64) {
     (coffer::pack::pack_path(repo, &loc.pack), loc.entry.offset)
 }
 
-fn pack_of(repo: &Path, file: &str, _env: &Env) -> PathBuf {
+fn pack_of(repo: &Path, file: &str) -> PathBuf {
     chunk_of(repo, file).0
-}
-
-fn verify(env: &Env, repo: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let mut args = vec!["verify", "--repo", repo.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let o = env.run(&args);
-    (o.status.code(), stderr(&o))
 }
 
 #[test]
 fn damaged_packs_are_detected_and_attributed_to_sets_and_files() {
     let env = Env::new();
     populated(&env);
-    let (code, msg) = verify(&env, &env.repo(), &["--read-data"]);
+    let (code, msg) = env.verify(&env.repo(), &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
 
     // One flipped bit in a pack body: only a full read sees it.
@@ -61,35 +54,35 @@ fn damaged_packs_are_detected_and_attributed_to_sets_and_files() {
     let mut data = std::fs::read(&pack).unwrap();
     data[offset as usize + 1000] ^= 0x04;
     std::fs::write(&pack, &data).unwrap();
-    assert_eq!(verify(&env, &repo, &[]).0, Some(0), "structural verify reads no pack bodies");
-    let (code, msg) = verify(&env, &repo, &["--read-data"]);
+    assert_eq!(env.verify(&repo, &[]).0, Some(0), "structural verify reads no pack bodies");
+    let (code, msg) = env.verify(&repo, &["--read-data"]);
     assert_eq!(code, Some(4), "{msg}");
     assert!(msg.contains("DAMAGED") && msg.contains("docs/big/file1.bin"), "{msg}");
     assert!(!msg.contains("docs/big/file0.bin") && !msg.contains("small/note"), "damage over-reported: {msg}");
 
     // A truncated pack, a missing pack, a corrupt trailer: the structural check sees them.
     let repo = copy_repo(&env, "trunc");
-    let pack = pack_of(&repo, "docs/big/file2.bin", &env);
+    let pack = pack_of(&repo, "docs/big/file2.bin");
     let len = std::fs::metadata(&pack).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len / 2).unwrap();
-    let (code, msg) = verify(&env, &repo, &[]);
+    let (code, msg) = env.verify(&repo, &[]);
     assert_eq!(code, Some(4), "{msg}");
     assert!(msg.contains(pack.file_name().unwrap().to_str().unwrap()) && msg.contains("docs/big/file2.bin"), "{msg}");
 
     let repo = copy_repo(&env, "missing");
-    let pack = pack_of(&repo, "docs/big/file0.bin", &env);
+    let pack = pack_of(&repo, "docs/big/file0.bin");
     std::fs::remove_file(&pack).unwrap();
-    let (code, msg) = verify(&env, &repo, &[]);
+    let (code, msg) = env.verify(&repo, &[]);
     assert_eq!(code, Some(4), "{msg}");
     assert!(msg.contains("missing") && msg.contains("docs/big/file0.bin"), "{msg}");
 
     let repo = copy_repo(&env, "trailer");
-    let pack = pack_of(&repo, "docs/big/file1.bin", &env);
+    let pack = pack_of(&repo, "docs/big/file1.bin");
     let mut data = std::fs::read(&pack).unwrap();
     let at = data.len() - 48 - 20; // inside the entries
     data[at] ^= 0xff;
     std::fs::write(&pack, &data).unwrap();
-    let (code, msg) = verify(&env, &repo, &["--json"]);
+    let (code, msg) = env.verify(&repo, &["--json"]);
     assert_eq!(code, Some(4), "{msg}");
     let o = env.run(&["verify", "--repo", repo.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -149,7 +142,7 @@ fn a_lost_or_garbage_index_is_a_clear_error_and_repair_rebuilds_it() {
         assert!(!stderr(&o).contains("panicked"), "{what}: {}", stderr(&o));
         let r = env.ok(&["repair", "index", "--repo", repo.to_str().unwrap()]);
         assert!(r.contains("rebuilt index"), "{r}");
-        let (code, msg) = verify(&env, &repo, &["--read-data"]);
+        let (code, msg) = env.verify(&repo, &["--read-data"]);
         assert_eq!(code, Some(0), "{what}: {msg}");
         env.ok(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", out.to_str().unwrap()]);
         assert_same_tree(&src, &out.join("docs"));
@@ -204,12 +197,12 @@ fn sigkill_at_random_moments_never_breaks_the_repository() {
         for s in after.iter().filter(|s| !before.contains(s)) {
             expected.push((s.clone(), state.clone()));
         }
-        let (code, msg) = verify(&env, &repo, &[]);
+        let (code, msg) = env.verify(&repo, &[]);
         assert_eq!(code, Some(0), "round {round}: verify after kill: {msg}");
         let r = env.backup_json(&[src.to_str().unwrap()]);
         expected.push((r["set"].as_str().unwrap().to_string(), state));
     }
-    let (code, msg) = verify(&env, &repo, &["--read-data"]);
+    let (code, msg) = env.verify(&repo, &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
     for (i, (set, state)) in expected.iter().enumerate() {
         let out = env.path(&format!("r{i}"));
@@ -252,7 +245,7 @@ fn a_full_disk_fails_the_backup_cleanly_and_leaves_a_valid_repository() {
     let msg = stderr(&o);
     assert!(msg.contains("No space left on device") && msg.contains(repo.to_str().unwrap()), "{msg}");
     assert_eq!(std::fs::read_dir(repo.join("sets")).unwrap().count(), 0, "a failed run committed a set");
-    let (code, msg) = verify(&env, &repo, &["--read-data"]);
+    let (code, msg) = env.verify(&repo, &["--read-data"]);
     assert_eq!(code, Some(0), "repository not valid after a full disk: {msg}");
     let leftovers: Vec<_> = std::fs::read_dir(repo.join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "partial files left in tmp/: {leftovers:?}");
@@ -293,7 +286,7 @@ fn two_concurrent_backups_both_commit_valid_sets() {
     assert!(ra.status.success(), "{}", stderr(&ra));
     assert!(rb.status.success(), "{}", stderr(&rb));
     assert_eq!(std::fs::read_dir(repo.join("sets")).unwrap().count(), 2);
-    let (code, msg) = verify(&env, &repo, &["--read-data"]);
+    let (code, msg) = env.verify(&repo, &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
     for (name, src) in [("a", &a), ("b", &b)] {
         let v: serde_json::Value = serde_json::from_slice(if name == "a" { &ra.stdout } else { &rb.stdout }).unwrap();

@@ -53,14 +53,6 @@ fn restores_to(env: &Env, set: &str, comp: &str, state: &BTreeMap<String, String
     assert_eq!(&snapshot(&out.join(comp)), state, "set {set} does not restore to what was backed up");
 }
 
-fn verify_code(env: &Env, extra: &[&str]) -> (Option<i32>, String) {
-    let repo = env.repo();
-    let mut args = vec!["verify", "--repo", repo.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let o = env.run(&args);
-    (o.status.code(), stderr(&o))
-}
-
 #[test]
 fn forget_and_prune_free_the_space_of_forgotten_sets_and_keep_the_rest_restorable() {
     let env = Env::new();
@@ -102,7 +94,7 @@ fn forget_and_prune_free_the_space_of_forgotten_sets_and_keep_the_rest_restorabl
     assert!(v["duration_s"].as_f64().is_some() && v["packs_written"].as_u64().is_some(), "{v}");
     assert_eq!(epoch(&repo), epoch_before + 1, "prune raises the epoch so files caches are discarded");
 
-    let (code, msg) = verify_code(&env, &["--read-data"]);
+    let (code, msg) = env.verify(&env.repo(), &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
     assert!(!msg.contains("unused pack"), "prune left unindexed packs behind: {msg}");
     let listed: Vec<String> = json(&env.ok(&["sets", "--repo", repo.to_str().unwrap(), "--json"])).as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
@@ -191,7 +183,7 @@ fn prune_killed_at_random_moments_leaves_a_verifiable_repository() {
         }
         let _ = child.kill();
         child.wait().unwrap();
-        let (code, msg) = verify_code(&env, &[]);
+        let (code, msg) = env.verify(&env.repo(), &[]);
         assert_eq!(code, Some(0), "round {round}: verify after killed prune: {msg}");
         for (i, id) in set_files(&repo).iter().enumerate() {
             let state = expected.get(id).unwrap_or_else(|| panic!("round {round}: unexpected set {id}"));
@@ -201,7 +193,7 @@ fn prune_killed_at_random_moments_leaves_a_verifiable_repository() {
     eprintln!("prune was still running at {killed_running} of 12 kills");
     // A prune that runs to the end after all that still leaves everything intact.
     env.ok(&["prune", "--repo", repo.to_str().unwrap()]);
-    let (code, msg) = verify_code(&env, &["--read-data"]);
+    let (code, msg) = env.verify(&env.repo(), &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
     for (i, id) in set_files(&repo).iter().enumerate() {
         restores_to(&env, id, "src", &expected[id], &env.path(&format!("final{i}")));
@@ -255,10 +247,10 @@ fn prune_and_backups_exclude_each_other() {
             let o = child.wait_with_output().unwrap();
             assert!(o.status.success() || (o.status.code() == Some(1) && stderr(&o).contains("locked")), "round {round}: {what}: {:?} {}", o.status, stderr(&o));
         }
-        let (code, msg) = verify_code(&env, &[]);
+        let (code, msg) = env.verify(&env.repo(), &[]);
         assert_eq!(code, Some(0), "round {round}: {msg}");
     }
-    let (code, msg) = verify_code(&env, &["--read-data"]);
+    let (code, msg) = env.verify(&env.repo(), &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
 }
 
@@ -336,7 +328,7 @@ fn old_unindexed_packs_are_deleted_but_never_one_the_index_names() {
         assert!(p.exists(), "{} is indexed again and must survive", p.display());
     }
     drop(r);
-    let (code, msg) = verify_code(&env, &["--read-data"]);
+    let (code, msg) = env.verify(&env.repo(), &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
     assert!(!msg.contains("unused pack"), "{msg}");
     restores_to(&env, &id, "src", &state, &env.path("out"));

@@ -41,6 +41,13 @@ impl Env {
         if !o.stderr.is_empty() { eprintln!("coffer {args:?} stderr: {}", String::from_utf8_lossy(&o.stderr)); }
         String::from_utf8(o.stdout).expect("utf8 stdout")
     }
+    /// `coffer verify --repo REPO EXTRA...`: exit code and stderr.
+    pub fn verify(&self, repo: &Path, extra: &[&str]) -> (Option<i32>, String) {
+        let mut args = vec!["verify", "--repo", repo.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = self.run(&args);
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    }
     pub fn init(&self) {
         self.ok(&["init", "--repo", self.repo().to_str().unwrap()]);
     }

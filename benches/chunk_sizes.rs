@@ -13,7 +13,12 @@ use coffer::chunker::{cuts, Params};
 use std::collections::HashSet;
 
 fn read_list(p: &str) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}")).lines().filter(|l| !l.is_empty()).map(String::from).collect()
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 #[derive(Default)]
@@ -44,10 +49,15 @@ fn main() {
         eprintln!("usage: cargo bench --bench chunk_sizes -- OLD_LIST NEW_LIST [SEED...]");
         return;
     }
-    let load = |list: &str| -> Vec<Vec<u8>> { read_list(list).iter().map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"))).collect() };
+    let load = |list: &str| -> Vec<Vec<u8>> {
+        read_list(list).iter().map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"))).collect()
+    };
     let (old, new) = (load(&args[0]), load(&args[1]));
-    let seeds: Vec<u64> = if args.len() > 2 { args[2..].iter().map(|s| s.parse().expect("seed")).collect() } else { vec![0] };
-    let grid = std::env::var("PARAMS").unwrap_or_else(|_| "32/128/512,64/128/1024,64/256/1024,128/256/1024,128/512/2048,256/1024/4096,512/1024/8192,512/2048/8192".into());
+    let seeds: Vec<u64> =
+        if args.len() > 2 { args[2..].iter().map(|s| s.parse().expect("seed")).collect() } else { vec![0] };
+    let grid = std::env::var("PARAMS").unwrap_or_else(|_| {
+        "32/128/512,64/128/1024,64/256/1024,128/256/1024,128/512/2048,256/1024/4096,512/1024/8192,512/2048/8192".into()
+    });
     println!("min_k\tavg_k\tmax_k\tseed\tnew_version_bytes\tchunks\tavg_chunk\tnovel_bytes\tnovel_pct");
     for t in grid.split(',') {
         let v: Vec<usize> = t.split('/').map(|x| x.trim().parse::<usize>().expect("KiB") * 1024).collect();

@@ -218,7 +218,8 @@ fn bench_index(c: &mut Criterion) {
             n += 1;
         }
         let size = offset + (entries.len() * pack::ENTRY_LEN + pack::FOOTER_LEN) as u64;
-        let pack = Finished { id: PackId(Id(*blake3::hash(format!("pack {pack_no}").as_bytes()).as_bytes())), size, entries };
+        let pack =
+            Finished { id: PackId(Id(*blake3::hash(format!("pack {pack_no}").as_bytes()).as_bytes())), size, entries };
         idx.add_pack(&pack, 0).expect("add_pack");
         pack_no += 1;
     }
@@ -332,5 +333,13 @@ fn bench_tree(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_chunking, bench_hashing, bench_compression, bench_decompression, bench_index, bench_tree);
+criterion_group!(
+    benches,
+    bench_chunking,
+    bench_hashing,
+    bench_compression,
+    bench_decompression,
+    bench_index,
+    bench_tree
+);
 criterion_main!(benches);

@@ -119,7 +119,8 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     };
     let pending: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
     let counters = &*opts.counters;
-    let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
+    let threads =
+        opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .stack_size(16 << 20)
@@ -133,7 +134,16 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     let mut caches: Vec<FileCache> = Vec::new();
     let outcome: Result<(Vec<Component>, Vec<String>)> = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
-            sink::write_packs(&repo.root, writer_index, rx, repo.config.pack_target_size, &filter, &pending, counters, now_secs)
+            sink::write_packs(
+                &repo.root,
+                writer_index,
+                rx,
+                repo.config.pack_target_size,
+                &filter,
+                &pending,
+                counters,
+                now_secs,
+            )
         });
         let sink = Sink::new(repo.hasher.clone(), repo.config.compression.level, repo, &filter, &pending, tx, counters);
         let captured = pool.install(|| -> Result<(Vec<Component>, Vec<String>)> {

@@ -43,7 +43,8 @@ fn listed(path: String, n: &Node) -> Listed {
 pub fn lookup(repo: &Repo, m: &Manifest, path: &str) -> Result<(Option<Node>, Option<Tree>)> {
     let parts = crate::restore::split_path(path)?;
     let Some(first) = parts.first() else { return Err(Error::InvalidInput("empty path".into())) };
-    let comp = m.component(first).ok_or_else(|| Error::NotFound(format!("{path}: the set has no component {first:?}")))?;
+    let comp =
+        m.component(first).ok_or_else(|| Error::NotFound(format!("{path}: the set has no component {first:?}")))?;
     let mut tree = repo.read_tree(&comp.root)?;
     let mut node: Option<Node> = None;
     for (i, p) in parts[1..].iter().enumerate() {
@@ -73,7 +74,14 @@ pub fn list(repo: &Repo, m: &Manifest, path: Option<&str>, f: &mut dyn FnMut(Lis
                 if let Some(n) = n {
                     f(listed(root.clone(), n))?;
                 } else {
-                    f(Listed { path: root.clone(), kind: "component", mode: 0o755, size: 0, mtime_ns: 0, target: None })?;
+                    f(Listed {
+                        path: root.clone(),
+                        kind: "component",
+                        mode: 0o755,
+                        size: 0,
+                        mtime_ns: 0,
+                        target: None,
+                    })?;
                 }
                 walk(repo, &t, &root, f)?;
             }

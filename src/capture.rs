@@ -96,7 +96,13 @@ pub struct CommandCapture {
 
 fn shell_words(argv: &[String]) -> String {
     argv.iter()
-        .map(|a| if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@".contains(c)) { a.clone() } else { format!("'{}'", a.replace('\'', "'\\''")) })
+        .map(|a| {
+            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -108,7 +114,12 @@ impl Capture for CommandCapture {
 
     fn capture(&self, cx: &Context) -> Result<Component> {
         let cmdline = shell_words(&self.argv);
-        let fail = |status: String, stderr: String| Error::CommandFailed { component: self.name.clone(), command: cmdline.clone(), status, stderr };
+        let fail = |status: String, stderr: String| Error::CommandFailed {
+            component: self.name.clone(),
+            command: cmdline.clone(),
+            status,
+            stderr,
+        };
         let mut child = Command::new(&self.argv[0])
             .args(&self.argv[1..])
             .stdin(Stdio::null())
@@ -212,12 +223,20 @@ impl Capture for SolrCapture {
         let sub = walker.save_root(&snap.dir)?;
         let problems = std::mem::take(&mut *walker.problems.lock().unwrap_or_else(|p| p.into_inner()));
         if !problems.is_empty() {
-            return Err(Error::Failed(format!("Solr snapshot {} could not be read completely: {}", snap.dir.display(), problems.join("; "))));
+            return Err(Error::Failed(format!(
+                "Solr snapshot {} could not be read completely: {}",
+                snap.dir.display(),
+                problems.join("; ")
+            )));
         }
         // The snapshot must not have changed while we read it.
         crate::solr::confirm_unchanged(&snap)?;
         let m = std::fs::metadata(&snap.dir).map_err(|e| Error::Io { path: snap.dir.clone(), source: e })?;
-        let dir_name = snap.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| format!("snapshot.{}", snap.name));
+        let dir_name = snap
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("snapshot.{}", snap.name));
         let node = Node {
             name: dir_name.clone().into_bytes(),
             kind: NodeKind::Dir,
@@ -243,7 +262,11 @@ impl Capture for SolrCapture {
             bytes: walker.bytes.load(Relaxed),
             stored_bytes: walker.stored.load(Relaxed) + tree_bytes,
             command: None,
-            solr: Some(SolrRecord { snapshot: dir_name, snapshot_dir: snap.dir.display().to_string(), url: self.source.url.clone() }),
+            solr: Some(SolrRecord {
+                snapshot: dir_name,
+                snapshot_dir: snap.dir.display().to_string(),
+                url: self.source.url.clone(),
+            }),
             unreadable: Vec::new(),
         })
     }

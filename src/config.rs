@@ -102,9 +102,8 @@ impl Config {
 
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<Config> {
         let (_, payload) = envelope::decode(path, "config", MAGIC, 1, FORMAT_VERSION, bytes)?;
-        let cfg: Config = serde_json::from_slice(payload).map_err(|e| {
-            Error::corrupt(path, envelope::HEADER_LEN as u64, format!("config payload: {e}"))
-        })?;
+        let cfg: Config = serde_json::from_slice(payload)
+            .map_err(|e| Error::corrupt(path, envelope::HEADER_LEN as u64, format!("config payload: {e}")))?;
         if crate::id::Id::from_hex(&cfg.chunk_key).is_none() {
             return Err(Error::corrupt(path, envelope::HEADER_LEN as u64, "chunk_key is not 64 hex digits"));
         }

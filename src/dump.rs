@@ -88,7 +88,18 @@ impl Dumper<'_> {
         let c = m.component(name).ok_or_else(|| Error::NotFound(format!("the set has no component {name:?}")))?;
         let mtime_ns = crate::clock::parse(&c.started).map(|t| t.unix_timestamp_nanos() as i64).unwrap_or(0);
         let (uid, gid) = crate::sys::ids();
-        let dir = Node { name: name.as_bytes().to_vec(), kind: NodeKind::Dir, mode: 0o755, uid, gid, mtime_ns, size: 0, content: vec![], subtree: None, target: None };
+        let dir = Node {
+            name: name.as_bytes().to_vec(),
+            kind: NodeKind::Dir,
+            mode: 0o755,
+            uid,
+            gid,
+            mtime_ns,
+            size: 0,
+            content: vec![],
+            subtree: None,
+            target: None,
+        };
         self.entry(name.as_bytes(), &dir)?;
         let tree = self.repo.read_tree(&c.root)?;
         self.tree(name.as_bytes(), &tree)
@@ -101,7 +112,9 @@ impl Dumper<'_> {
             p.extend_from_slice(&n.name);
             self.entry(&p, n)?;
             if n.kind == NodeKind::Dir {
-                let id = n.subtree_id().ok_or_else(|| Error::corrupt(String::from_utf8_lossy(&p).into_owned(), 0, "directory without subtree"))?;
+                let id = n.subtree_id().ok_or_else(|| {
+                    Error::corrupt(String::from_utf8_lossy(&p).into_owned(), 0, "directory without subtree")
+                })?;
                 let sub = self.repo.read_tree(&id)?;
                 self.tree(&p, &sub)?;
             }
@@ -186,7 +199,13 @@ impl Dumper<'_> {
             if last.as_ref().map(|(l, _)| *l != id).unwrap_or(true) {
                 let data = self.repo.read_chunk(&id)?;
                 if data.len() != c.len as usize {
-                    return Err(Error::Failed(format!("{}: chunk {} has {} bytes, the tree says {}", n.name_lossy(), id.short(), data.len(), c.len)));
+                    return Err(Error::Failed(format!(
+                        "{}: chunk {} has {} bytes, the tree says {}",
+                        n.name_lossy(),
+                        id.short(),
+                        data.len(),
+                        c.len
+                    )));
                 }
                 last = Some((id, data));
             }

@@ -48,7 +48,10 @@ pub fn decode_content(b: &[u8]) -> Option<Vec<ChunkRef>> {
     }
     Some(
         b.chunks_exact(36)
-            .map(|c| ChunkRef { id: c[..32].try_into().expect("32"), len: u32::from_le_bytes(c[32..].try_into().expect("4")) })
+            .map(|c| ChunkRef {
+                id: c[..32].try_into().expect("32"),
+                len: u32::from_le_bytes(c[32..].try_into().expect("4")),
+            })
             .collect(),
     )
 }
@@ -127,11 +130,13 @@ impl FileCache {
         sql(path, w.pragma_update(None, "user_version", CACHE_VERSION))?;
         // Leftovers of a run that never committed.
         sql(path, w.execute("DELETE FROM staging", []))?;
-        let old_epoch: Option<String> =
-            sql(path, w.query_row("SELECT value FROM meta WHERE key='epoch'", [], |r| r.get(0)).map(Some).or_else(|e| match e {
+        let old_epoch: Option<String> = sql(
+            path,
+            w.query_row("SELECT value FROM meta WHERE key='epoch'", [], |r| r.get(0)).map(Some).or_else(|e| match e {
                 rusqlite::Error::QueryReturnedNoRows => Ok(None),
                 e => Err(e),
-            }))?;
+            }),
+        )?;
         if old_epoch.as_deref() != Some(&epoch.to_string()) {
             sql(path, w.execute("DELETE FROM files", []))?;
             sql(path, w.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?1)", [epoch.to_string()]))?;
@@ -143,13 +148,24 @@ impl FileCache {
 
     /// Every cached entry of one directory (`dir` is the path relative to the source root).
     pub fn dir_entries(&self, dir: &[u8]) -> Result<HashMap<Vec<u8>, Entry>> {
-        let slot = rayon::current_thread_index().map(|i| i % (self.readers.len() - 1)).unwrap_or(self.readers.len() - 1);
+        let slot =
+            rayon::current_thread_index().map(|i| i % (self.readers.len() - 1)).unwrap_or(self.readers.len() - 1);
         let conn = self.readers[slot].lock().unwrap_or_else(|p| p.into_inner());
-        let mut st = sql(&self.path, conn.prepare_cached("SELECT name, ino, size, mtime, ctime, content FROM files WHERE dir = ?1"))?;
+        let mut st = sql(
+            &self.path,
+            conn.prepare_cached("SELECT name, ino, size, mtime, ctime, content FROM files WHERE dir = ?1"),
+        )?;
         let rows = sql(
             &self.path,
             st.query_map([dir], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, Vec<u8>>(5)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
             }),
         )?;
         let mut out = HashMap::new();
@@ -157,7 +173,10 @@ impl FileCache {
             let (name, ino, size, mtime, ctime, content) = sql(&self.path, r)?;
             // A row we cannot decode is simply not a cache hit.
             if let Some(content) = decode_content(&content) {
-                out.insert(name, Entry { ino: ino as u64, size: size as u64, mtime_ns: mtime, ctime_ns: ctime, content });
+                out.insert(
+                    name,
+                    Entry { ino: ino as u64, size: size as u64, mtime_ns: mtime, ctime_ns: ctime, content },
+                );
             }
         }
         Ok(out)
@@ -172,15 +191,39 @@ impl FileCache {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = sql(&self.path, conn.transaction())?;
         {
-            let mut st = sql(&self.path, tx.prepare_cached("INSERT INTO staging VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?;
+            let mut st =
+                sql(&self.path, tx.prepare_cached("INSERT INTO staging VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?;
             for (name, e) in upserts {
                 sql(
                     &self.path,
-                    st.execute(params![self.run, 0, dir, name, e.ino as i64, e.size as i64, e.mtime_ns, e.ctime_ns, encode_content(&e.content)]),
+                    st.execute(params![
+                        self.run,
+                        0,
+                        dir,
+                        name,
+                        e.ino as i64,
+                        e.size as i64,
+                        e.mtime_ns,
+                        e.ctime_ns,
+                        encode_content(&e.content)
+                    ]),
                 )?;
             }
             for name in removed {
-                sql(&self.path, st.execute(params![self.run, 1, dir, name, None::<i64>, None::<i64>, None::<i64>, None::<i64>, None::<Vec<u8>>]))?;
+                sql(
+                    &self.path,
+                    st.execute(params![
+                        self.run,
+                        1,
+                        dir,
+                        name,
+                        None::<i64>,
+                        None::<i64>,
+                        None::<i64>,
+                        None::<i64>,
+                        None::<Vec<u8>>
+                    ]),
+                )?;
             }
         }
         sql(&self.path, tx.commit())
@@ -192,7 +235,10 @@ impl FileCache {
         let tx = sql(&self.path, conn.transaction())?;
         sql(
             &self.path,
-            tx.execute("DELETE FROM files WHERE (dir, name) IN (SELECT dir, name FROM staging WHERE run = ?1 AND op = 1)", [self.run]),
+            tx.execute(
+                "DELETE FROM files WHERE (dir, name) IN (SELECT dir, name FROM staging WHERE run = ?1 AND op = 1)",
+                [self.run],
+            ),
         )?;
         sql(
             &self.path,

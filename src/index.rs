@@ -120,7 +120,14 @@ impl Index {
         )?;
         let row = st
             .query_row([&id.as_bytes()[..]], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
             })
             .optional();
         let Some((pack, offset, stored, raw, kind, comp)) = sql(&self.path, row)? else { return Ok(None) };
@@ -165,8 +172,10 @@ impl Index {
                     params![&pack.id.as_bytes()[..], pack.size as i64, pack.entries.len() as i64, now],
                 ),
             )?;
-            let n: i64 = sql(&path, tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
-            let mut st = sql(&path, tx.prepare_cached("INSERT OR IGNORE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
+            let n: i64 =
+                sql(&path, tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
+            let mut st =
+                sql(&path, tx.prepare_cached("INSERT OR IGNORE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
             for e in &pack.entries {
                 sql(
                     &path,
@@ -209,33 +218,51 @@ impl Index {
     }
 
     pub fn chunk_count(&self) -> Result<u64> {
-        sql(&self.path, self.conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0))).map(|v| v as u64)
+        sql(&self.path, self.conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0)))
+            .map(|v| v as u64)
     }
 
     /// `(count, total bytes)` of packs, and `(raw, stored)` bytes of all chunks.
     pub fn totals(&self) -> Result<Totals> {
         let (packs, pack_bytes) = sql(
             &self.path,
-            self.conn.query_row("SELECT count(*), coalesce(sum(size),0) FROM packs", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))),
+            self.conn.query_row("SELECT count(*), coalesce(sum(size),0) FROM packs", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            }),
         )?;
         let (chunks, raw, stored) = sql(
             &self.path,
-            self.conn.query_row("SELECT count(*), coalesce(sum(raw_len),0), coalesce(sum(stored_len),0) FROM chunks", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-            }),
+            self.conn.query_row(
+                "SELECT count(*), coalesce(sum(raw_len),0), coalesce(sum(stored_len),0) FROM chunks",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+            ),
         )?;
-        Ok(Totals { packs: packs as u64, pack_bytes: pack_bytes as u64, chunks: chunks as u64, raw_bytes: raw as u64, stored_bytes: stored as u64 })
+        Ok(Totals {
+            packs: packs as u64,
+            pack_bytes: pack_bytes as u64,
+            chunks: chunks as u64,
+            raw_bytes: raw as u64,
+            stored_bytes: stored as u64,
+        })
     }
 
     /// Records that a pack was read whole and found intact at `now` (seconds).
     pub fn set_verified(&self, pack: &PackId, now: i64) -> Result<()> {
-        sql(&self.path, self.conn.execute("UPDATE packs SET verified = ?1 WHERE id = ?2", params![now, &pack.as_bytes()[..]])).map(|_| ())
+        sql(
+            &self.path,
+            self.conn.execute("UPDATE packs SET verified = ?1 WHERE id = ?2", params![now, &pack.as_bytes()[..]]),
+        )
+        .map(|_| ())
     }
 
     /// Every indexed pack with its size and when it was last read-verified (never: `None`).
     pub fn packs_verified(&self) -> Result<Vec<(PackId, u64, Option<i64>)>> {
         let mut st = sql(&self.path, self.conn.prepare("SELECT id, size, verified FROM packs ORDER BY id"))?;
-        let rows = sql(&self.path, st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?))))?;
+        let rows = sql(
+            &self.path,
+            st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?))),
+        )?;
         let mut out = Vec::new();
         for r in rows {
             let (id, size, v) = sql(&self.path, r)?;
@@ -299,9 +326,18 @@ impl Index {
     pub fn needed_missing(&self, sample: usize) -> Result<(u64, Vec<ChunkId>)> {
         let n: i64 = sql(
             &self.path,
-            self.conn.query_row("SELECT count(*) FROM temp.needed k WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = k.id)", [], |r| r.get(0)),
+            self.conn.query_row(
+                "SELECT count(*) FROM temp.needed k WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = k.id)",
+                [],
+                |r| r.get(0),
+            ),
         )?;
-        let mut st = sql(&self.path, self.conn.prepare("SELECT k.id FROM temp.needed k WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = k.id) LIMIT ?1"))?;
+        let mut st = sql(
+            &self.path,
+            self.conn.prepare(
+                "SELECT k.id FROM temp.needed k WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = k.id) LIMIT ?1",
+            ),
+        )?;
         let rows = sql(&self.path, st.query_map([sample as i64], |r| r.get::<_, Vec<u8>>(0)))?;
         let mut ids = Vec::new();
         for r in rows {
@@ -312,7 +348,8 @@ impl Index {
     }
 
     pub fn needed_count(&self) -> Result<u64> {
-        sql(&self.path, self.conn.query_row("SELECT count(*) FROM temp.needed", [], |r| r.get::<_, i64>(0))).map(|n| n as u64)
+        sql(&self.path, self.conn.query_row("SELECT count(*) FROM temp.needed", [], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
     }
 
     /// Every indexed pack with its trailer entry count, its index rows, and how many of those
@@ -330,14 +367,30 @@ impl Index {
         let rows = sql(
             &self.path,
             st.query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?, r.get::<_, i64>(6)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
             }),
         )?;
         let mut out = Vec::new();
         for r in rows {
             let (n, id, size, entries, rows, needed, needed_bytes) = sql(&self.path, r)?;
             let id = PackId::from_slice(&id).ok_or_else(|| Error::corrupt(&self.path, 0, "bad pack id row"))?;
-            out.push(PackUsage { n, id, size: size as u64, entries: entries as u64, rows: rows as u64, needed: needed as u64, needed_bytes: needed_bytes as u64 });
+            out.push(PackUsage {
+                n,
+                id,
+                size: size as u64,
+                entries: entries as u64,
+                rows: rows as u64,
+                needed: needed as u64,
+                needed_bytes: needed_bytes as u64,
+            });
         }
         Ok(out)
     }
@@ -388,7 +441,16 @@ impl Rewrite<'_> {
         )?;
         let rows = sql(
             &self.path,
-            st.query_map([n], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?))),
+            st.query_map([n], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            }),
         )?;
         let mut out = Vec::new();
         for r in rows {
@@ -424,10 +486,23 @@ impl Rewrite<'_> {
                 params![&pack.id.as_bytes()[..], pack.size as i64, pack.entries.len() as i64, now],
             ),
         )?;
-        let n: i64 = sql(p, self.tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
-        let mut st = sql(p, self.tx.prepare_cached("INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
+        let n: i64 =
+            sql(p, self.tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
+        let mut st =
+            sql(p, self.tx.prepare_cached("INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
         for e in &pack.entries {
-            sql(p, st.execute(params![&e.id.as_bytes()[..], n, e.offset as i64, e.stored_len as i64, e.raw_len as i64, e.kind as u8 as i64, e.compression as u8 as i64]))?;
+            sql(
+                p,
+                st.execute(params![
+                    &e.id.as_bytes()[..],
+                    n,
+                    e.offset as i64,
+                    e.stored_len as i64,
+                    e.raw_len as i64,
+                    e.kind as u8 as i64,
+                    e.compression as u8 as i64
+                ]),
+            )?;
         }
         Ok(n)
     }
@@ -442,7 +517,8 @@ impl Rewrite<'_> {
     /// Returns the new epoch.
     pub fn commit(self) -> Result<i64> {
         let p = self.path.clone();
-        let old: Option<String> = sql(&p, self.tx.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).optional())?;
+        let old: Option<String> =
+            sql(&p, self.tx.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).optional())?;
         let epoch = old.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + 1;
         sql(&p, self.tx.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?1)", [epoch.to_string()]))?;
         sql(&p, self.tx.commit())?;
@@ -462,7 +538,9 @@ pub fn rebuild(repo: &Path, path: &Path, repository_id: &str, now: i64) -> Resul
     let mut ok = 0;
     let mut bad = Vec::new();
     for pack_path in crate::repo::list_packs(repo)? {
-        let Some(id) = pack_path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else { continue };
+        let Some(id) = pack_path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else {
+            continue;
+        };
         let size = match std::fs::metadata(&pack_path) {
             Ok(m) => m.len(),
             Err(e) => {
@@ -545,7 +623,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("index.sqlite");
         let mut idx = Index::create(&p, "r1").unwrap();
-        let e = Entry { id: ChunkId(id(1)), kind: BlobKind::Data, compression: Compression::Zstd, offset: 12, stored_len: 5, raw_len: 9 };
+        let e = Entry {
+            id: ChunkId(id(1)),
+            kind: BlobKind::Data,
+            compression: Compression::Zstd,
+            offset: 12,
+            stored_len: 5,
+            raw_len: 9,
+        };
         let pack = Finished { id: PackId(id(99)), size: 100, entries: vec![e] };
         idx.add_pack(&pack, 0).unwrap();
         drop(idx);
@@ -560,7 +645,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("index.sqlite");
         let mut idx = Index::create(&p, "r1").unwrap();
-        let e = |i: u64, offset: u64| Entry { id: ChunkId(id(i)), kind: BlobKind::Data, compression: Compression::None, offset, stored_len: 10, raw_len: 10 };
+        let e = |i: u64, offset: u64| Entry {
+            id: ChunkId(id(i)),
+            kind: BlobKind::Data,
+            compression: Compression::None,
+            offset,
+            stored_len: 10,
+            raw_len: 10,
+        };
         idx.add_pack(&Finished { id: PackId(id(100)), size: 200, entries: vec![e(1, 12), e(2, 22)] }, 0).unwrap();
         idx.add_pack(&Finished { id: PackId(id(101)), size: 200, entries: vec![e(3, 12)] }, 0).unwrap();
         idx.begin_marking().unwrap();
@@ -570,7 +662,8 @@ mod tests {
         idx.end_marking().unwrap();
         assert_eq!(idx.needed_missing(5).unwrap(), (1, vec![ChunkId(id(9))]));
         let usage = idx.pack_usage().unwrap();
-        let got: Vec<(PackId, u64, u64, u64)> = usage.iter().map(|u| (u.id, u.rows, u.needed, u.needed_bytes)).collect();
+        let got: Vec<(PackId, u64, u64, u64)> =
+            usage.iter().map(|u| (u.id, u.rows, u.needed, u.needed_bytes)).collect();
         assert_eq!(got, [(PackId(id(100)), 2, 1, 10), (PackId(id(101)), 1, 0, 0)]);
 
         let new_pack = Finished { id: PackId(id(102)), size: 100, entries: vec![e(1, 12)] };

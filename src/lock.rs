@@ -46,7 +46,14 @@ impl LeaseInfo {
         serde_json::from_slice(p).map_err(|e| Error::corrupt(path, envelope::HEADER_LEN as u64, format!("lease: {e}")))
     }
     fn describe(&self) -> String {
-        format!("{:?} lease held by {} (pid {} on {}, started {}s ago)", self.kind, self.command, self.pid, self.host, now_secs().saturating_sub(self.started))
+        format!(
+            "{:?} lease held by {} (pid {} on {}, started {}s ago)",
+            self.kind,
+            self.command,
+            self.pid,
+            self.host,
+            now_secs().saturating_sub(self.started)
+        )
     }
 }
 
@@ -124,10 +131,25 @@ impl Lease {
         }
         let host = hostname();
         let now = now_secs();
-        let info = LeaseInfo { kind, host: host.clone(), pid: std::process::id(), command: command.into(), started: now, refreshed: now };
+        let info = LeaseInfo {
+            kind,
+            host: host.clone(),
+            pid: std::process::id(),
+            command: command.into(),
+            started: now,
+            refreshed: now,
+        };
         let mut rnd = [0u8; 8];
         let _ = getrandom::getrandom(&mut rnd);
-        let path = locks.join(format!("{}-{}-{:016x}.lease", match kind { LeaseKind::Shared => "shared", LeaseKind::Exclusive => "exclusive" }, std::process::id(), u64::from_le_bytes(rnd)));
+        let path = locks.join(format!(
+            "{}-{}-{:016x}.lease",
+            match kind {
+                LeaseKind::Shared => "shared",
+                LeaseKind::Exclusive => "exclusive",
+            },
+            std::process::id(),
+            u64::from_le_bytes(rnd)
+        ));
         crate::store::write_atomic(&repo.join("tmp"), &path, &info.encode())?;
         for (p, l) in list(&locks)? {
             if p == path {
@@ -137,7 +159,11 @@ impl Lease {
             let conflict = kind == LeaseKind::Exclusive || l.kind == LeaseKind::Exclusive;
             if conflict && stale_reason(&l, &host).is_none() {
                 let _ = std::fs::remove_file(&path);
-                return Err(Error::Locked(format!("{} ({}); if that process is gone, run `coffer unlock`", l.describe(), p.display())));
+                return Err(Error::Locked(format!(
+                    "{} ({}); if that process is gone, run `coffer unlock`",
+                    l.describe(),
+                    p.display()
+                )));
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -214,7 +240,14 @@ mod tests {
     fn lease_of_dead_process_is_reclaimed() {
         let d = repo();
         // A pid that cannot exist (above pid_max), on this host: stale.
-        let dead = LeaseInfo { kind: LeaseKind::Exclusive, host: hostname(), pid: 999_999_999, command: "prune".into(), started: now_secs(), refreshed: now_secs() };
+        let dead = LeaseInfo {
+            kind: LeaseKind::Exclusive,
+            host: hostname(),
+            pid: 999_999_999,
+            command: "prune".into(),
+            started: now_secs(),
+            refreshed: now_secs(),
+        };
         std::fs::write(d.path().join("locks/x.lease"), dead.encode()).unwrap();
         let mut msgs = Vec::new();
         let _l = Lease::acquire(d.path(), LeaseKind::Shared, "backup", &mut |m| msgs.push(m)).unwrap();

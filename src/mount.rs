@@ -23,7 +23,10 @@ use crate::id::{ChunkId, SetId};
 use crate::repo::Repo;
 use crate::set::Manifest;
 use crate::tree::{Node, NodeKind, Tree};
-use fuser::{Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, MountOption, OpenFlags, ReplyAttr,
+    ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -121,7 +124,12 @@ pub fn read_at(repo: &Repo, cache: &ChunkCache, n: &Node, ends: &[u64], offset: 
         let start = ends[i] - c.len as u64;
         let data = cache.get(repo, &c.chunk_id())?;
         if data.len() != c.len as usize {
-            return Err(Error::Failed(format!("chunk {} has {} bytes, the tree says {}", c.chunk_id().short(), data.len(), c.len)));
+            return Err(Error::Failed(format!(
+                "chunk {} has {} bytes, the tree says {}",
+                c.chunk_id().short(),
+                data.len(),
+                c.len
+            )));
         }
         let from = (pos - start) as usize;
         let to = (end.min(ends[i]) - start) as usize;
@@ -135,10 +143,13 @@ pub fn read_at(repo: &Repo, cache: &ChunkCache, n: &Node, ends: &[u64], offset: 
 /// Prefix sums of a file's chunk lengths: the end offset of each chunk.
 pub fn chunk_ends(n: &Node) -> Vec<u64> {
     let mut acc = 0u64;
-    n.content.iter().map(|c| {
-        acc += c.len as u64;
-        acc
-    }).collect()
+    n.content
+        .iter()
+        .map(|c| {
+            acc += c.len as u64;
+            acc
+        })
+        .collect()
 }
 
 /// One set as it appears under `sets/<name>/`.
@@ -159,9 +170,16 @@ enum Kind {
     /// `sets/<name>/<label>`: index into `sets`.
     Set(usize),
     /// A component's root directory.
-    Component { set: usize, comp: usize },
+    Component {
+        set: usize,
+        comp: usize,
+    },
     /// A stored file, directory or symlink; files carry their chunk end offsets.
-    Node { node: Arc<Node>, ends: Arc<Vec<u64>>, set: usize },
+    Node {
+        node: Arc<Node>,
+        ends: Arc<Vec<u64>>,
+        set: usize,
+    },
 }
 
 struct Inodes {
@@ -194,7 +212,15 @@ fn label_of(m: &Manifest) -> String {
     match crate::clock::parse(&m.started) {
         Ok(t) => {
             let t = t.to_offset(time::UtcOffset::UTC);
-            format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                t.year(),
+                t.month() as u8,
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
         }
         Err(_) => m.started.replace('/', "_"),
     }
@@ -205,7 +231,8 @@ impl CofferFs {
         let list: Vec<(SetId, Manifest)> = repo.list_sets()?;
         let mut labels: Vec<String> = list.iter().map(|(_, m)| label_of(m)).collect();
         for i in 0..list.len() {
-            let clash = (0..list.len()).any(|j| j != i && list[j].1.name == list[i].1.name && label_of(&list[j].1) == label_of(&list[i].1));
+            let clash = (0..list.len())
+                .any(|j| j != i && list[j].1.name == list[i].1.name && label_of(&list[j].1) == label_of(&list[i].1));
             if clash {
                 labels[i] = list[i].0.short();
             }
@@ -213,7 +240,8 @@ impl CofferFs {
         let mut sets = Vec::new();
         let mut names: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for ((_, m), label) in list.into_iter().zip(labels) {
-            let started = crate::clock::parse(&m.started).map(|t| time_of(t.unix_timestamp_nanos() as i64)).unwrap_or(UNIX_EPOCH);
+            let started =
+                crate::clock::parse(&m.started).map(|t| time_of(t.unix_timestamp_nanos() as i64)).unwrap_or(UNIX_EPOCH);
             names.entry(m.name.clone()).or_default().push(sets.len());
             sets.push(SetEntry { label, manifest: m, started });
         }
@@ -278,9 +306,12 @@ impl CofferFs {
         };
         Ok(match kind {
             Kind::Root => vec![(b"sets".to_vec(), Kind::Sets)],
-            Kind::Sets => self.names.iter().enumerate().map(|(i, (n, _))| (n.as_bytes().to_vec(), Kind::Name(i))).collect(),
+            Kind::Sets => {
+                self.names.iter().enumerate().map(|(i, (n, _))| (n.as_bytes().to_vec(), Kind::Name(i))).collect()
+            }
             Kind::Name(i) => {
-                let mut v: Vec<(Vec<u8>, Kind)> = self.names[*i].1.iter().map(|&s| (self.sets[s].label.as_bytes().to_vec(), Kind::Set(s))).collect();
+                let mut v: Vec<(Vec<u8>, Kind)> =
+                    self.names[*i].1.iter().map(|&s| (self.sets[s].label.as_bytes().to_vec(), Kind::Set(s))).collect();
                 v.push((b"latest".to_vec(), Kind::Latest(*i)));
                 v
             }
@@ -291,9 +322,13 @@ impl CofferFs {
                 .enumerate()
                 .map(|(c, comp)| (comp.name.as_bytes().to_vec(), Kind::Component { set: *s, comp: c }))
                 .collect(),
-            Kind::Component { set, comp } => node_kids(&*self.tree(&self.sets[*set].manifest.components[*comp].root)?, *set),
+            Kind::Component { set, comp } => {
+                node_kids(&*self.tree(&self.sets[*set].manifest.components[*comp].root)?, *set)
+            }
             Kind::Node { node, set, .. } if node.kind == NodeKind::Dir => {
-                let id = node.subtree_id().ok_or_else(|| Error::corrupt(node.name_lossy(), 0, "directory without subtree"))?;
+                let id = node
+                    .subtree_id()
+                    .ok_or_else(|| Error::corrupt(node.name_lossy(), 0, "directory without subtree"))?;
                 node_kids(&*self.tree(&id)?, *set)
             }
             _ => return Err(Error::InvalidInput("not a directory".into())),
@@ -381,7 +416,9 @@ impl fuser::Filesystem for CofferFs {
             Err(Error::InvalidInput(_)) => return reply.error(Errno::ENOTDIR),
             Err(e) => return reply.error(self.report(&format!("listing inode {}", parent.0), &e)),
         };
-        let Some((n, k)) = kids.into_iter().find(|(n, _)| n.as_slice() == name.as_bytes()) else { return reply.error(Errno::ENOENT) };
+        let Some((n, k)) = kids.into_iter().find(|(n, _)| n.as_slice() == name.as_bytes()) else {
+            return reply.error(Errno::ENOENT);
+        };
         let ino = self.intern(parent.0, &n, k.clone());
         reply.entry(&TTL, &self.attr(ino, &k), Generation(0));
     }
@@ -396,7 +433,9 @@ impl fuser::Filesystem for CofferFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.kind(ino) {
             Some(Kind::Latest(i)) => reply.data(self.latest_label(i).as_bytes()),
-            Some(Kind::Node { node, .. }) if node.kind == NodeKind::Symlink => reply.data(node.target.as_deref().unwrap_or_default()),
+            Some(Kind::Node { node, .. }) if node.kind == NodeKind::Symlink => {
+                reply.data(node.target.as_deref().unwrap_or_default())
+            }
             Some(_) => reply.error(Errno::EINVAL),
             None => reply.error(Errno::ENOENT),
         }
@@ -407,13 +446,25 @@ impl fuser::Filesystem for CofferFs {
             return reply.error(Errno::EROFS);
         }
         match self.kind(ino) {
-            Some(Kind::Node { node, .. }) if node.kind == NodeKind::File => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Some(Kind::Node { node, .. }) if node.kind == NodeKind::File => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Some(_) => reply.error(Errno::EISDIR),
             None => reply.error(Errno::ENOENT),
         }
     }
 
-    fn read(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<fuser::LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
         let Some(Kind::Node { node, ends, .. }) = self.kind(ino) else { return reply.error(Errno::ENOENT) };
         match read_at(&self.repo, &self.cache, &node, &ends, offset, size as usize) {
             Ok(data) => reply.data(&data),
@@ -428,7 +479,8 @@ impl fuser::Filesystem for CofferFs {
             Err(Error::InvalidInput(_)) => return reply.error(Errno::ENOTDIR),
             Err(e) => return reply.error(self.report(&format!("listing inode {}", ino.0), &e)),
         };
-        let mut all: Vec<(u64, FileType, Vec<u8>)> = vec![(ino.0, FileType::Directory, b".".to_vec()), (ino.0, FileType::Directory, b"..".to_vec())];
+        let mut all: Vec<(u64, FileType, Vec<u8>)> =
+            vec![(ino.0, FileType::Directory, b".".to_vec()), (ino.0, FileType::Directory, b"..".to_vec())];
         for (n, k) in kids.into_iter().skip(offset.saturating_sub(2) as usize) {
             let child = self.intern(ino.0, &n, k.clone());
             all.push((child, file_type(&k), n));
@@ -451,9 +503,13 @@ pub fn check_available() -> Result<()> {
     if !Path::new("/dev/fuse").exists() {
         return Err(Error::Failed("FUSE is not available: /dev/fuse is missing (load the fuse kernel module, or in a container pass --device /dev/fuse); then install the fuse3 package".into()));
     }
-    let in_path = |bin: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
+    let in_path =
+        |bin: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
     if std::env::var_os("FUSERMOUNT_PATH").is_none() && !in_path("fusermount3") && !in_path("fusermount") {
-        return Err(Error::Failed("FUSE is not available: fusermount3 was not found; install the fuse3 package (apt-get install fuse3)".into()));
+        return Err(Error::Failed(
+            "FUSE is not available: fusermount3 was not found; install the fuse3 package (apt-get install fuse3)"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -465,22 +521,35 @@ pub fn check_available() -> Result<()> {
 pub fn mount(repo: Repo, mountpoint: &Path, opts: &Options, ready: &dyn Fn(usize)) -> Result<()> {
     check_available()?;
     if !mountpoint.is_dir() {
-        return Err(Error::InvalidInput(format!("{}: the mount point must be an existing directory", mountpoint.display())));
+        return Err(Error::InvalidInput(format!(
+            "{}: the mount point must be an existing directory",
+            mountpoint.display()
+        )));
     }
     // A shared lease while mounted: prune (exclusive) waits instead of deleting packs that
     // open files still read. Refreshed in the background; a killed mount's lease goes stale.
-    let _lease = crate::lock::Lease::acquire(&repo.root, crate::lock::LeaseKind::Shared, "mount", &mut |m| eprintln!("coffer: {m}"))?;
+    let _lease = crate::lock::Lease::acquire(&repo.root, crate::lock::LeaseKind::Shared, "mount", &mut |m| {
+        eprintln!("coffer: {m}")
+    })?;
     let fsname = format!("coffer:{}", repo.root.display());
     let fs = CofferFs::new(repo, opts)?;
     let nsets = fs.sets.len();
     let mut cfg = fuser::Config::default();
-    cfg.mount_options = vec![MountOption::RO, MountOption::FSName(fsname), MountOption::Subtype("coffer".into()), MountOption::DefaultPermissions, MountOption::NoDev, MountOption::NoSuid];
+    cfg.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName(fsname),
+        MountOption::Subtype("coffer".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
     cfg.n_threads = Some(opts.threads.max(1));
     // Signals are blocked from the default action before mounting, so a Ctrl-C that arrives
     // during the mount still unmounts.
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| Error::Failed(format!("installing signal handlers: {e}")))?;
-    let mut session = fuser::Session::new(fs, mountpoint, &cfg).map_err(|e| Error::Io { path: mountpoint.to_path_buf(), source: e })?;
+    let mut session = fuser::Session::new(fs, mountpoint, &cfg)
+        .map_err(|e| Error::Io { path: mountpoint.to_path_buf(), source: e })?;
     let mut unmounter = session.unmount_callable();
     let handle = signals.handle();
     let mp = mountpoint.to_path_buf();

@@ -132,11 +132,19 @@ pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8]) -> Result<Trailer
     let count = u32::from_le_bytes(f[0..4].try_into().expect("4 bytes")) as u64;
     let version = u32::from_le_bytes(f[4..8].try_into().expect("4 bytes"));
     if version != VERSION {
-        return Err(Error::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: VERSION.to_string() });
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: VERSION.to_string(),
+        });
     }
     let entries_len = count * ENTRY_LEN as u64;
     if entries_len + FOOTER_LEN as u64 + HEADER_LEN > file_len {
-        return Err(Error::corrupt(path, footer_off, format!("footer claims {count} entries, more than the pack can hold")));
+        return Err(Error::corrupt(
+            path,
+            footer_off,
+            format!("footer claims {count} entries, more than the pack can hold"),
+        ));
     }
     let needed = entries_len + FOOTER_LEN as u64;
     if (tail.len() as u64) < needed {
@@ -192,7 +200,11 @@ pub fn decode_blob(path: &Path, e: &Entry, stored: &[u8], hasher: &crate::chunke
             .map_err(|err| Error::corrupt(path, e.offset, format!("chunk {}: zstd: {err}", e.id.short())))?,
     };
     if raw.len() != e.raw_len as usize {
-        return Err(Error::corrupt(path, e.offset, format!("chunk {}: {} bytes, expected {}", e.id.short(), raw.len(), e.raw_len)));
+        return Err(Error::corrupt(
+            path,
+            e.offset,
+            format!("chunk {}: {} bytes, expected {}", e.id.short(), raw.len(), e.raw_len),
+        ));
     }
     if hasher.id(&raw) != e.id {
         return Err(Error::corrupt(path, e.offset, format!("chunk {}: content does not match its id", e.id.short())));
@@ -300,7 +312,14 @@ impl PackWriter {
     }
 
     /// Appends a stored blob.
-    pub fn add(&mut self, id: ChunkId, kind: BlobKind, compression: Compression, stored: &[u8], raw_len: u32) -> Result<()> {
+    pub fn add(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        compression: Compression,
+        stored: &[u8],
+        raw_len: u32,
+    ) -> Result<()> {
         let offset = self.offset;
         self.write(stored)?;
         self.entries.push(Entry { id, kind, compression, offset, stored_len: stored.len() as u32, raw_len });
@@ -319,9 +338,15 @@ impl PackWriter {
     pub fn close(mut self) -> Result<Closed> {
         let trailer = encode_trailer(&self.entries);
         self.write(&trailer)?;
-        let file = self.out.into_inner().map_err(|e| Error::Io { path: self.tmp_path.clone(), source: e.into_error() })?;
+        let file =
+            self.out.into_inner().map_err(|e| Error::Io { path: self.tmp_path.clone(), source: e.into_error() })?;
         let id = pack_id_of_trailer(&trailer);
-        Ok(Closed { repo: self.repo, tmp_path: self.tmp_path, file, pack: Finished { id, size: self.offset, entries: self.entries } })
+        Ok(Closed {
+            repo: self.repo,
+            tmp_path: self.tmp_path,
+            file,
+            pack: Finished { id, size: self.offset, entries: self.entries },
+        })
     }
 
     /// `close` then `persist`.
@@ -374,8 +399,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn entries_strategy() -> impl Strategy<Value = Vec<Entry>> {
-        proptest::collection::vec((any::<[u8; 32]>(), any::<bool>(), any::<bool>(), 0u32..5000, 0u32..9000), 0..40).prop_map(
-            |v| {
+        proptest::collection::vec((any::<[u8; 32]>(), any::<bool>(), any::<bool>(), 0u32..5000, 0u32..9000), 0..40)
+            .prop_map(|v| {
                 let mut off = HEADER_LEN;
                 v.into_iter()
                     .map(|(id, tree, z, stored, raw)| {
@@ -393,8 +418,7 @@ mod tests {
                         e
                     })
                     .collect()
-            },
-        )
+            })
     }
 
     proptest! {

@@ -216,7 +216,9 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     let mut plan = plan(&usage, opts.max_unused, repo.config.pack_target_size);
     let indexed: HashSet<PackId> = usage.iter().map(|u| u.id).collect();
     for path in crate::repo::list_packs(&repo.root)? {
-        let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else { continue };
+        let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else {
+            continue;
+        };
         if indexed.contains(&id) {
             continue;
         }
@@ -228,7 +230,8 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     rep.packs_deleted = plan.delete.len() as u64;
     rep.packs_repacked = plan.repack.len() as u64;
     rep.unindexed_packs_deleted = plan.unindexed.len() as u64;
-    let removed_bytes: u64 = plan.delete.iter().chain(&plan.repack).map(|u| u.size).sum::<u64>() + plan.unindexed.iter().map(|(_, s)| s).sum::<u64>();
+    let removed_bytes: u64 = plan.delete.iter().chain(&plan.repack).map(|u| u.size).sum::<u64>()
+        + plan.unindexed.iter().map(|(_, s)| s).sum::<u64>();
 
     if opts.dry_run {
         let copied: u64 = plan.repack.iter().map(|u| u.needed_bytes + pack::ENTRY_LEN as u64 * u.needed).sum();
@@ -262,7 +265,11 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
                 let mut stored = vec![0u8; e.stored_len as usize];
                 file.read_exact_at(&mut stored, e.offset).map_err(|err| {
                     if err.kind() == std::io::ErrorKind::UnexpectedEof {
-                        Error::corrupt(&path, e.offset, format!("pack truncated: chunk {} lies past its end", e.id.short()))
+                        Error::corrupt(
+                            &path,
+                            e.offset,
+                            format!("pack truncated: chunk {} lies past its end", e.id.short()),
+                        )
                     } else {
                         Error::Io { path: path.clone(), source: err }
                     }
@@ -343,7 +350,15 @@ mod tests {
     use crate::id::Id;
 
     fn usage(n: i64, size: u64, needed: u64, needed_bytes: u64) -> PackUsage {
-        PackUsage { n, id: PackId(Id([n as u8; 32])), size, entries: needed + 1, rows: needed + 1, needed, needed_bytes }
+        PackUsage {
+            n,
+            id: PackId(Id([n as u8; 32])),
+            size,
+            entries: needed + 1,
+            rows: needed + 1,
+            needed,
+            needed_bytes,
+        }
     }
 
     #[test]
@@ -353,11 +368,11 @@ mod tests {
         let full = |n, needed: u64, bytes: u64| usage(n, bytes + overhead(needed), needed, bytes);
         let p = plan(
             &[
-                usage(1, target, 0, 0),                          // nothing needed: delete
-                usage(2, target, 10, target / 2),                // half unused: repack
-                full(3, 64, target - overhead(64)),              // all needed, big: keep
-                usage(4, target, 64, target - target / 100),     // 1% unused: keep
-                full(5, 3, 1000),                                // small
+                usage(1, target, 0, 0),                      // nothing needed: delete
+                usage(2, target, 10, target / 2),            // half unused: repack
+                full(3, 64, target - overhead(64)),          // all needed, big: keep
+                usage(4, target, 64, target - target / 100), // 1% unused: keep
+                full(5, 3, 1000),                            // small
             ],
             0.05,
             target,

@@ -74,7 +74,8 @@ impl Repo {
             std::fs::create_dir_all(&p).ctx(&p)?;
         }
         let mut random = [0u8; 48];
-        getrandom::getrandom(&mut random).map_err(|e| Error::Failed(format!("no randomness for the chunk key: {e}")))?;
+        getrandom::getrandom(&mut random)
+            .map_err(|e| Error::Failed(format!("no randomness for the chunk key: {e}")))?;
         let config = Config::new(&random, compression_level, now);
         Index::create(&root.join("index.sqlite"), &config.repository_id)?;
         // The config goes last: a directory is a repository only once it is complete.
@@ -83,7 +84,8 @@ impl Repo {
     }
 
     pub fn open(root: &Path) -> Result<Repo> {
-        let meta = std::fs::metadata(root).map_err(|e| Error::NotARepository { path: root.to_path_buf(), why: e.to_string() })?;
+        let meta = std::fs::metadata(root)
+            .map_err(|e| Error::NotARepository { path: root.to_path_buf(), why: e.to_string() })?;
         if !meta.is_dir() {
             return Err(Error::NotARepository { path: root.to_path_buf(), why: "not a directory".into() });
         }
@@ -138,10 +140,9 @@ impl Repo {
 
     /// Reads one chunk, decompressed and checked against its id.
     pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let loc = self
-            .index()?
-            .lookup(id)?
-            .ok_or_else(|| Error::NotFound(format!("chunk {} is not in the index (repository damaged?)", id.short())))?;
+        let loc = self.index()?.lookup(id)?.ok_or_else(|| {
+            Error::NotFound(format!("chunk {} is not in the index (repository damaged?)", id.short()))
+        })?;
         self.read_entry(&loc.pack, &loc.entry)
     }
 
@@ -165,7 +166,11 @@ impl Repo {
             .lookup(&id.as_chunk())?
             .ok_or_else(|| Error::NotFound(format!("tree {} is not in the index (repository damaged?)", id.short())))?;
         if loc.entry.kind != BlobKind::Tree {
-            return Err(Error::corrupt(pack::pack_path(&self.root, &loc.pack), loc.entry.offset, "expected a tree blob"));
+            return Err(Error::corrupt(
+                pack::pack_path(&self.root, &loc.pack),
+                loc.entry.offset,
+                "expected a tree blob",
+            ));
         }
         let bytes = self.read_entry(&loc.pack, &loc.entry)?;
         Tree::decode(&pack::pack_path(&self.root, &loc.pack), loc.entry.offset, &bytes)
@@ -212,7 +217,9 @@ impl Repo {
         let Ok(rd) = std::fs::read_dir(self.tmp_dir()) else { return };
         for e in rd.flatten() {
             let name = e.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+            let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
             if pid != std::process::id() && !crate::sys::pid_alive(pid) {
                 let _ = std::fs::remove_file(e.path());
             }
@@ -228,7 +235,9 @@ impl Repo {
         let known: std::collections::HashSet<PackId> = idx.packs()?.into_iter().map(|(id, _)| id).collect();
         let mut adopted = 0;
         for path in list_packs(&self.root)? {
-            let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else { continue };
+            let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else {
+                continue;
+            };
             if known.contains(&id) {
                 continue;
             }

@@ -186,13 +186,15 @@ impl Restorer<'_> {
         let nodes: Vec<(&Node, Sel)> = match sel {
             Sel::All => tree.nodes.iter().map(|n| (n, Sel::All)).collect(),
             Sel::Path(parts) => {
-                let node = tree.find(parts[0].as_bytes()).ok_or_else(|| {
-                    Error::NotFound(format!("{}: not in the set", dest.join(parts[0]).display()))
-                })?;
+                let node = tree
+                    .find(parts[0].as_bytes())
+                    .ok_or_else(|| Error::NotFound(format!("{}: not in the set", dest.join(parts[0]).display())))?;
                 vec![(node, if parts.len() == 1 { Sel::All } else { Sel::Path(&parts[1..]) })]
             }
         };
-        nodes.par_iter().try_for_each(|(n, s)| self.restore_node(n, &dest.join(std::ffi::OsStr::from_bytes(&n.name)), *s))
+        nodes
+            .par_iter()
+            .try_for_each(|(n, s)| self.restore_node(n, &dest.join(std::ffi::OsStr::from_bytes(&n.name)), *s))
     }
 
     fn restore_node(&self, n: &Node, path: &Path, sel: Sel) -> Result<()> {
@@ -214,7 +216,8 @@ impl Restorer<'_> {
                     if (self.opts.overwrite || self.opts.resume) && path.symlink_metadata().is_ok() {
                         std::fs::remove_file(path).ctx(path)?;
                     }
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path).map_err(|e| self.exists_err(path, e))?;
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
+                        .map_err(|e| self.exists_err(path, e))?;
                     self.counts.symlinks.fetch_add(1, Relaxed);
                 }
                 self.set_meta(n, path, true)?;
@@ -229,7 +232,10 @@ impl Restorer<'_> {
 
     fn exists_err(&self, path: &Path, e: std::io::Error) -> Error {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::InvalidInput(format!("{}: already exists; refusing to overwrite (use --overwrite or --resume)", path.display()))
+            Error::InvalidInput(format!(
+                "{}: already exists; refusing to overwrite (use --overwrite or --resume)",
+                path.display()
+            ))
         } else {
             Error::Io { path: path.to_path_buf(), source: e }
         }
@@ -262,7 +268,10 @@ impl Restorer<'_> {
         if self.opts.verify {
             drop(f);
             if !content_matches(self.repo, n, path)? {
-                return Err(Error::Failed(format!("{}: verification failed: the restored file differs from the set", path.display())));
+                return Err(Error::Failed(format!(
+                    "{}: verification failed: the restored file differs from the set",
+                    path.display()
+                )));
             }
             self.counts.verified.fetch_add(1, Relaxed);
         }
@@ -303,7 +312,13 @@ impl Restorer<'_> {
                     known_zero += at[id].0 as u64 * at[id].1.len() as u64;
                     continue;
                 }
-                let loc = idx.lookup(id)?.ok_or_else(|| Error::NotFound(format!("{}: chunk {} is not in the index (repository damaged?)", path.display(), id.short())))?;
+                let loc = idx.lookup(id)?.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "{}: chunk {} is not in the index (repository damaged?)",
+                        path.display(),
+                        id.short()
+                    ))
+                })?;
                 locs.push(loc);
             }
         }
@@ -333,11 +348,21 @@ impl Restorer<'_> {
             self.counts.bytes_read.fetch_add(buf.len() as u64, Relaxed);
             for e in &r.entries {
                 let from = (e.offset - r.start) as usize;
-                let data = crate::pack::decode_blob(&pack_path, e, &buf[from..from + e.stored_len as usize], &self.repo.hasher)?;
+                let data = crate::pack::decode_blob(
+                    &pack_path,
+                    e,
+                    &buf[from..from + e.stored_len as usize],
+                    &self.repo.hasher,
+                )?;
                 let (want, offsets) = &at[&e.id];
                 let want = *want as usize;
                 if data.len() != want {
-                    return Err(Error::Failed(format!("{}: chunk {} has {} bytes, the tree says {want}", path.display(), e.id.short(), data.len())));
+                    return Err(Error::Failed(format!(
+                        "{}: chunk {} has {} bytes, the tree says {want}",
+                        path.display(),
+                        e.id.short(),
+                        data.len()
+                    )));
                 }
                 // Leave holes where the file was zeros: sparse files stay sparse.
                 if data.iter().all(|&b| b == 0) {
@@ -365,7 +390,10 @@ impl Restorer<'_> {
         if !symlink {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(n.mode)).ctx(path)?;
         }
-        let t = filetime::FileTime::from_unix_time(n.mtime_ns.div_euclid(1_000_000_000), n.mtime_ns.rem_euclid(1_000_000_000) as u32);
+        let t = filetime::FileTime::from_unix_time(
+            n.mtime_ns.div_euclid(1_000_000_000),
+            n.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        );
         if symlink {
             filetime::set_symlink_file_times(path, t, t).ctx(path)
         } else {
@@ -444,7 +472,9 @@ pub fn pipe_component(repo: &Repo, m: &Manifest, component: &str, cmd: &str) -> 
     let tree = repo.read_tree(&c.root)?;
     let files: Vec<&Node> = tree.nodes.iter().filter(|n| n.kind == NodeKind::File).collect();
     let [file] = files.as_slice() else {
-        return Err(Error::InvalidInput(format!("component {component:?} is not a single file (a dump); restore it with --target instead")));
+        return Err(Error::InvalidInput(format!(
+            "component {component:?} is not a single file (a dump); restore it with --target instead"
+        )));
     };
     let mut child = std::process::Command::new("sh")
         .args(["-c", cmd])
@@ -456,7 +486,12 @@ pub fn pipe_component(repo: &Repo, m: &Manifest, component: &str, cmd: &str) -> 
     drop(stdin);
     let status = child.wait().map_err(|e| Error::Failed(format!("`{cmd}`: {e}")))?;
     if !status.success() {
-        return Err(Error::CommandFailed { component: component.into(), command: cmd.into(), status: status.to_string(), stderr: "(see above)".into() });
+        return Err(Error::CommandFailed {
+            component: component.into(),
+            command: cmd.into(),
+            status: status.to_string(),
+            stderr: "(see above)".into(),
+        });
     }
     copied.map_err(|e| Error::Failed(format!("streaming into `{cmd}`: {e}")))
 }

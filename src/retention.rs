@@ -126,7 +126,8 @@ fn bucket(rule: Reason, t: OffsetDateTime) -> i64 {
 pub fn decide(policy: &Policy, sets: &[Candidate]) -> Result<Vec<Decision>> {
     if policy.is_empty() {
         return Err(Error::InvalidInput(
-            "no keep rule given (--keep-last, --keep-daily, … or a [retention] table); refusing to forget every set".into(),
+            "no keep rule given (--keep-last, --keep-daily, … or a [retention] table); refusing to forget every set"
+                .into(),
         ));
     }
     let mut order: Vec<&Candidate> = sets.iter().collect();
@@ -214,7 +215,8 @@ pub fn forget(repo: &Repo, opts: &ForgetOptions, notify: &mut dyn FnMut(String))
     if opts.policy.is_empty() {
         decide(&opts.policy, &[])?;
     }
-    let _lease = if opts.dry_run { None } else { Some(Lease::acquire(&repo.root, LeaseKind::Shared, "forget", notify)?) };
+    let _lease =
+        if opts.dry_run { None } else { Some(Lease::acquire(&repo.root, LeaseKind::Shared, "forget", notify)?) };
     let mut by_name: std::collections::BTreeMap<String, Vec<(SetId, crate::set::Manifest)>> = Default::default();
     for (id, m) in repo.list_sets()? {
         if opts.name.as_ref().is_none_or(|n| *n == m.name) {
@@ -227,7 +229,8 @@ pub fn forget(repo: &Repo, opts: &ForgetOptions, notify: &mut dyn FnMut(String))
         let mut cands = Vec::with_capacity(sets.len());
         for (id, m) in &sets {
             // `Manifest::decode` already checked that the time parses.
-            let time = crate::clock::parse(&m.started).map_err(|e| Error::corrupt(sets_dir.join(id.to_hex()), 0, format!("set time: {e}")))?;
+            let time = crate::clock::parse(&m.started)
+                .map_err(|e| Error::corrupt(sets_dir.join(id.to_hex()), 0, format!("set time: {e}")))?;
             cands.push(Candidate { id: *id, time, tags: m.tags.clone() });
         }
         let decisions = decide(&opts.policy, &cands)?;
@@ -243,7 +246,13 @@ pub fn forget(repo: &Repo, opts: &ForgetOptions, notify: &mut dyn FnMut(String))
                     std::fs::remove_file(&p).ctx(&p)?;
                 }
             }
-            group.sets.push(SetOutcome { id: d.id, started: m.started.clone(), tags: m.tags.clone(), keep: d.keep(), reasons: d.reasons });
+            group.sets.push(SetOutcome {
+                id: d.id,
+                started: m.started.clone(),
+                tags: m.tags.clone(),
+                keep: d.keep(),
+                reasons: d.reasons,
+            });
         }
         rep.groups.push(group);
     }
@@ -286,7 +295,11 @@ mod tests {
         CALENDAR
             .iter()
             .rev()
-            .map(|(l, t, tags)| Candidate { id: label_id(l), time: crate::clock::parse(t).unwrap(), tags: tags.iter().map(|s| s.to_string()).collect() })
+            .map(|(l, t, tags)| Candidate {
+                id: label_id(l),
+                time: crate::clock::parse(t).unwrap(),
+                tags: tags.iter().map(|s| s.to_string()).collect(),
+            })
             .collect()
     }
 
@@ -308,41 +321,108 @@ mod tests {
         type Row = (&'static str, Policy, Vec<(&'static str, Vec<Reason>)>);
         let table: Vec<Row> = vec![
             ("last 3", p(|p| p.keep_last = 3), vec![("s12", vec![Last]), ("s11", vec![Last]), ("s10", vec![Last])]),
-            ("hourly 3", p(|p| p.keep_hourly = 3), vec![("s12", vec![Hourly]), ("s11", vec![Hourly]), ("s09", vec![Hourly])]),
-            ("hourly 7: s03 is its hour's newest, s02 is not", p(|p| p.keep_hourly = 7), vec![
-                ("s12", vec![Hourly]), ("s11", vec![Hourly]), ("s09", vec![Hourly]), ("s08", vec![Hourly]),
-                ("s07", vec![Hourly]), ("s06", vec![Hourly]), ("s05", vec![Hourly]),
-            ]),
-            ("daily 3", p(|p| p.keep_daily = 3), vec![("s12", vec![Daily]), ("s09", vec![Daily]), ("s08", vec![Daily])]),
-            ("daily 6", p(|p| p.keep_daily = 6), vec![
-                ("s12", vec![Daily]), ("s09", vec![Daily]), ("s08", vec![Daily]), ("s06", vec![Daily]), ("s05", vec![Daily]), ("s04", vec![Daily]),
-            ]),
-            ("weekly 5: only four weeks have sets; 2024-12-31 is in ISO week 2025-W01", p(|p| p.keep_weekly = 5), vec![
-                ("s12", vec![Weekly]), ("s09", vec![Weekly]), ("s08", vec![Weekly]), ("s06", vec![Weekly]),
-            ]),
-            ("monthly 4", p(|p| p.keep_monthly = 4), vec![("s12", vec![Monthly]), ("s09", vec![Monthly]), ("s08", vec![Monthly]), ("s01", vec![Monthly])]),
+            (
+                "hourly 3",
+                p(|p| p.keep_hourly = 3),
+                vec![("s12", vec![Hourly]), ("s11", vec![Hourly]), ("s09", vec![Hourly])],
+            ),
+            (
+                "hourly 7: s03 is its hour's newest, s02 is not",
+                p(|p| p.keep_hourly = 7),
+                vec![
+                    ("s12", vec![Hourly]),
+                    ("s11", vec![Hourly]),
+                    ("s09", vec![Hourly]),
+                    ("s08", vec![Hourly]),
+                    ("s07", vec![Hourly]),
+                    ("s06", vec![Hourly]),
+                    ("s05", vec![Hourly]),
+                ],
+            ),
+            (
+                "daily 3",
+                p(|p| p.keep_daily = 3),
+                vec![("s12", vec![Daily]), ("s09", vec![Daily]), ("s08", vec![Daily])],
+            ),
+            (
+                "daily 6",
+                p(|p| p.keep_daily = 6),
+                vec![
+                    ("s12", vec![Daily]),
+                    ("s09", vec![Daily]),
+                    ("s08", vec![Daily]),
+                    ("s06", vec![Daily]),
+                    ("s05", vec![Daily]),
+                    ("s04", vec![Daily]),
+                ],
+            ),
+            (
+                "weekly 5: only four weeks have sets; 2024-12-31 is in ISO week 2025-W01",
+                p(|p| p.keep_weekly = 5),
+                vec![("s12", vec![Weekly]), ("s09", vec![Weekly]), ("s08", vec![Weekly]), ("s06", vec![Weekly])],
+            ),
+            (
+                "monthly 4",
+                p(|p| p.keep_monthly = 4),
+                vec![("s12", vec![Monthly]), ("s09", vec![Monthly]), ("s08", vec![Monthly]), ("s01", vec![Monthly])],
+            ),
             ("yearly 5", p(|p| p.keep_yearly = 5), vec![("s12", vec![Yearly]), ("s01", vec![Yearly])]),
-            ("within 1h is strict: s10 is exactly 1h older", p(|p| p.keep_within = Some(3600)), vec![("s12", vec![Within]), ("s11", vec![Within])]),
-            ("within 2h", p(|p| p.keep_within = Some(7200)), vec![("s12", vec![Within]), ("s11", vec![Within]), ("s10", vec![Within])]),
-            ("tag: the newest is kept too", p(|p| p.keep_tags = vec!["keep".into()]), vec![("s12", vec![Newest]), ("s03", vec![Tag])]),
-            ("two tags", p(|p| p.keep_tags = vec!["keep".into(), "audit".into()]), vec![("s12", vec![Newest]), ("s05", vec![Tag]), ("s03", vec![Tag])]),
-            ("unknown tag: only the newest survives", p(|p| p.keep_tags = vec!["nope".into()]), vec![("s12", vec![Newest])]),
+            (
+                "within 1h is strict: s10 is exactly 1h older",
+                p(|p| p.keep_within = Some(3600)),
+                vec![("s12", vec![Within]), ("s11", vec![Within])],
+            ),
+            (
+                "within 2h",
+                p(|p| p.keep_within = Some(7200)),
+                vec![("s12", vec![Within]), ("s11", vec![Within]), ("s10", vec![Within])],
+            ),
+            (
+                "tag: the newest is kept too",
+                p(|p| p.keep_tags = vec!["keep".into()]),
+                vec![("s12", vec![Newest]), ("s03", vec![Tag])],
+            ),
+            (
+                "two tags",
+                p(|p| p.keep_tags = vec!["keep".into(), "audit".into()]),
+                vec![("s12", vec![Newest]), ("s05", vec![Tag]), ("s03", vec![Tag])],
+            ),
+            (
+                "unknown tag: only the newest survives",
+                p(|p| p.keep_tags = vec!["nope".into()]),
+                vec![("s12", vec![Newest])],
+            ),
             ("within 0: only the newest", p(|p| p.keep_within = Some(0)), vec![("s12", vec![Newest])]),
-            ("last 1 + daily 2 + monthly 3", p(|p| {
-                p.keep_last = 1;
-                p.keep_daily = 2;
-                p.keep_monthly = 3;
-            }), vec![("s12", vec![Last, Daily, Monthly]), ("s09", vec![Daily, Monthly]), ("s08", vec![Monthly])]),
-            ("daily 2 + weekly 3 + yearly 2 + tag", p(|p| {
-                p.keep_daily = 2;
-                p.keep_weekly = 3;
-                p.keep_yearly = 2;
-                p.keep_tags = vec!["audit".into()];
-            }), vec![
-                ("s12", vec![Daily, Weekly, Yearly]), ("s09", vec![Daily, Weekly]), ("s08", vec![Weekly]),
-                ("s05", vec![Tag]), ("s01", vec![Yearly]),
-            ]),
-            ("more than there are", p(|p| p.keep_last = 100), CALENDAR.iter().rev().map(|(l, _, _)| (*l, vec![Last])).collect()),
+            (
+                "last 1 + daily 2 + monthly 3",
+                p(|p| {
+                    p.keep_last = 1;
+                    p.keep_daily = 2;
+                    p.keep_monthly = 3;
+                }),
+                vec![("s12", vec![Last, Daily, Monthly]), ("s09", vec![Daily, Monthly]), ("s08", vec![Monthly])],
+            ),
+            (
+                "daily 2 + weekly 3 + yearly 2 + tag",
+                p(|p| {
+                    p.keep_daily = 2;
+                    p.keep_weekly = 3;
+                    p.keep_yearly = 2;
+                    p.keep_tags = vec!["audit".into()];
+                }),
+                vec![
+                    ("s12", vec![Daily, Weekly, Yearly]),
+                    ("s09", vec![Daily, Weekly]),
+                    ("s08", vec![Weekly]),
+                    ("s05", vec![Tag]),
+                    ("s01", vec![Yearly]),
+                ],
+            ),
+            (
+                "more than there are",
+                p(|p| p.keep_last = 100),
+                CALENDAR.iter().rev().map(|(l, _, _)| (*l, vec![Last])).collect(),
+            ),
         ];
         for (what, policy, want) in table {
             assert_eq!(kept(&policy), want, "{what}");

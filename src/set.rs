@@ -98,7 +98,8 @@ impl Manifest {
             .map_err(|e| Error::corrupt(path, envelope::HEADER_LEN as u64, format!("set manifest payload: {e}")))?;
         crate::clock::parse(&m.started).map_err(|e| Error::corrupt(path, 0, format!("set time: {e}")))?;
         for c in &m.components {
-            crate::clock::parse(&c.started).and_then(|_| crate::clock::parse(&c.finished))
+            crate::clock::parse(&c.started)
+                .and_then(|_| crate::clock::parse(&c.finished))
                 .map_err(|e| Error::corrupt(path, 0, format!("component {:?} time: {e}", c.name)))?;
         }
         Ok(m)
@@ -159,7 +160,13 @@ pub(crate) mod tests {
                 dirs: 0,
                 bytes: 10,
                 stored_bytes: 5,
-                command: Some(CommandRecord { argv: vec!["pg_dump".into()], file: "alfresco.dump".into(), exit_code: Some(0), stderr_tail: String::new(), compressed_warning: None }),
+                command: Some(CommandRecord {
+                    argv: vec!["pg_dump".into()],
+                    file: "alfresco.dump".into(),
+                    exit_code: Some(0),
+                    stderr_tail: String::new(),
+                    compressed_warning: None,
+                }),
                 solr: None,
                 unreadable: vec![],
             }],

@@ -61,7 +61,11 @@ impl Default for ConsistencyConfig {
 
 impl ConsistencyConfig {
     pub fn settings(&self) -> ConsistencySettings {
-        ConsistencySettings { table: self.table.clone(), url_prefix: self.url_prefix.clone(), pg_restore: self.pg_restore.clone() }
+        ConsistencySettings {
+            table: self.table.clone(),
+            url_prefix: self.url_prefix.clone(),
+            pg_restore: self.pg_restore.clone(),
+        }
     }
 
     /// What `verify::set_consistency` should check for this set.
@@ -99,7 +103,12 @@ pub struct RetentionConfig {
 impl RetentionConfig {
     /// The policy; an unparsable duration or a table with no rule is an error.
     pub fn policy(&self) -> std::result::Result<crate::retention::Policy, String> {
-        let keep_within = self.keep_within.as_deref().map(crate::verify::parse_age).transpose().map_err(|e| format!("[retention] keep_within: {e}"))?;
+        let keep_within = self
+            .keep_within
+            .as_deref()
+            .map(crate::verify::parse_age)
+            .transpose()
+            .map_err(|e| format!("[retention] keep_within: {e}"))?;
         let p = crate::retention::Policy {
             keep_last: self.keep_last,
             keep_hourly: self.keep_hourly,
@@ -148,7 +157,8 @@ impl SetDefinition {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<SetDefinition> {
-        let def: SetDefinition = toml::from_str(text).map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
+        let def: SetDefinition =
+            toml::from_str(text).map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
         def.validate().map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
         Ok(def)
     }
@@ -172,8 +182,20 @@ impl SetDefinition {
             if !seen.insert(&c.name) {
                 return Err(format!("two components are named {:?}", c.name));
             }
-            let need = |v: bool, what: &str| if v { Ok(()) } else { Err(format!("component {:?} (kind {}) needs `{what}`", c.name, c.kind)) };
-            let forbid = |v: bool, what: &str| if v { Err(format!("component {:?} (kind {}) does not take `{what}`", c.name, c.kind)) } else { Ok(()) };
+            let need = |v: bool, what: &str| {
+                if v {
+                    Ok(())
+                } else {
+                    Err(format!("component {:?} (kind {}) needs `{what}`", c.name, c.kind))
+                }
+            };
+            let forbid = |v: bool, what: &str| {
+                if v {
+                    Err(format!("component {:?} (kind {}) does not take `{what}`", c.name, c.kind))
+                } else {
+                    Ok(())
+                }
+            };
             match c.kind.as_str() {
                 "directory" => {
                     need(c.path.is_some(), "path")?;
@@ -182,7 +204,10 @@ impl SetDefinition {
                 }
                 "command" => {
                     need(c.command.as_ref().is_some_and(|v| !v.is_empty()), "command")?;
-                    need(c.file.as_ref().is_some_and(|f| !f.is_empty() && !f.contains('/') && f != "." && f != ".."), "file (a plain file name)")?;
+                    need(
+                        c.file.as_ref().is_some_and(|f| !f.is_empty() && !f.contains('/') && f != "." && f != ".."),
+                        "file (a plain file name)",
+                    )?;
                     forbid(c.path.is_some(), "path")?;
                 }
                 "solr" => {

@@ -92,7 +92,9 @@ fn inspect(dir: &Path) -> Result<(Files, Option<String>)> {
     let files = list_files(dir)?;
     let reason = match files.iter().find(|(p, _)| p == "write.lock" || p.ends_with("/write.lock")) {
         Some((lock, _)) => Some(format!("{} exists", dir.join(lock).display())),
-        None if !files.iter().any(|(p, _)| is_segments_file(p)) => Some(format!("{} has no segments_N file", dir.display())),
+        None if !files.iter().any(|(p, _)| is_segments_file(p)) => {
+            Some(format!("{} has no segments_N file", dir.display()))
+        }
         None => None,
     };
     Ok((files, reason))
@@ -100,9 +102,8 @@ fn inspect(dir: &Path) -> Result<(Files, Option<String>)> {
 
 /// `segments_<generation in base 36>` at the top level; not `segments.gen` or temp files.
 fn is_segments_file(rel: &str) -> bool {
-    rel.strip_prefix("segments_").is_some_and(|g| {
-        !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-    })
+    rel.strip_prefix("segments_")
+        .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()))
 }
 
 /// Every non-directory under `dir` with its size, without following symlinks (a symlink is
@@ -171,7 +172,10 @@ fn newest_snapshot(dir: &Path) -> Result<(String, PathBuf)> {
         }
     }
     newest.map(|(_, name, path)| (name, path)).ok_or_else(|| {
-        Error::Failed(format!("no snapshot.* directories in Solr backup directory {} (has the Solr backup job run?)", dir.display()))
+        Error::Failed(format!(
+            "no snapshot.* directories in Solr backup directory {} (has the Solr backup job run?)",
+            dir.display()
+        ))
     })
 }
 
@@ -194,7 +198,8 @@ fn wait_turn(src: &SolrSource, deadline: Instant) -> bool {
 /// being written, re-list every poll interval until it completes or `wait_secs` passes; never fall
 /// back to an older one.
 pub fn find_snapshot(src: &SolrSource) -> Result<Snapshot> {
-    let backup_dir = src.backup_dir.as_deref().ok_or_else(|| Error::InvalidInput("solr: backup_dir is not set".into()))?;
+    let backup_dir =
+        src.backup_dir.as_deref().ok_or_else(|| Error::InvalidInput("solr: backup_dir is not set".into()))?;
     let deadline = deadline(src);
     loop {
         let (name, dir) = newest_snapshot(backup_dir)?;
@@ -238,7 +243,10 @@ pub fn trigger_snapshot(src: &SolrSource, name: &str) -> Result<Snapshot> {
     }
 
     let endpoint = format!("{}/replication", url.trim_end_matches('/'));
-    let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10)).timeout_read(Duration::from_secs(120)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .timeout_read(Duration::from_secs(120))
+        .build();
     let details = || get_json(&agent, &endpoint, &[("command", "details"), ("wt", "json")]);
     let baseline = backup_entry(&details()?);
     let params = [("command", "backup"), ("name", name), ("location", loc), ("wt", "json")];
@@ -273,7 +281,9 @@ pub fn trigger_snapshot(src: &SolrSource, name: &str) -> Result<Snapshot> {
     }
     match inspect(&dir)? {
         (files, None) => Ok(Snapshot { dir, name: name.to_owned(), files }),
-        (_, Some(reason)) => Err(Error::Failed(format!("Solr at {endpoint} reported backup {name} complete, but {reason}"))),
+        (_, Some(reason)) => {
+            Err(Error::Failed(format!("Solr at {endpoint} reported backup {name} complete, but {reason}")))
+        }
     }
 }
 
@@ -286,7 +296,8 @@ fn get_json(agent: &ureq::Agent, endpoint: &str, params: &[(&str, &str)]) -> Res
     match req.call() {
         Ok(resp) => {
             let body = resp.into_string().map_err(|e| fail(format!("sent an unreadable reply: {e}")))?;
-            serde_json::from_str(&body).map_err(|e| fail(format!("sent a reply that is not JSON ({e}): {}", snippet(&body))))
+            serde_json::from_str(&body)
+                .map_err(|e| fail(format!("sent a reply that is not JSON ({e}): {}", snippet(&body))))
         }
         Err(ureq::Error::Status(code, resp)) => {
             let body = resp.into_string().unwrap_or_default();
@@ -419,7 +430,10 @@ mod tests {
         fs::write(t.path().join("snapshot.notes.txt"), "a file, not a snapshot").expect("write");
         fs::create_dir(t.path().join("other")).expect("mkdir");
         let s = find_snapshot(&dir_source(t.path())).expect("snapshot");
-        assert_eq!((s.name.as_str(), s.dir.clone()), ("20240102020000000", t.path().join("snapshot.20240102020000000")));
+        assert_eq!(
+            (s.name.as_str(), s.dir.clone()),
+            ("20240102020000000", t.path().join("snapshot.20240102020000000"))
+        );
         assert_eq!(s.files, vec![("_0.cfs".to_string(), 3), ("segments_2".to_string(), 4)]);
     }
 
@@ -458,7 +472,9 @@ mod tests {
         assert!(!is_complete(&snap(t.path(), "b", &[("segments_1", "s"), ("sub/write.lock", "")])).expect("b"));
         assert!(!is_complete(&snap(t.path(), "c", &[("sub/segments_1", "s")])).expect("c"));
         assert!(is_complete(&t.path().join("nope")).is_err());
-        assert!(is_segments_file("segments_a1") && !is_segments_file("segments_") && !is_segments_file("segments_1.tmp"));
+        assert!(
+            is_segments_file("segments_a1") && !is_segments_file("segments_") && !is_segments_file("segments_1.tmp")
+        );
         assert_eq!(name_timestamp_millis("19700101000000001"), Some(1));
         assert_eq!(name_timestamp_millis("20241301000000000"), None);
     }
@@ -505,8 +521,11 @@ mod tests {
                 let q: BTreeMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
                 assert_eq!((path, q.get("wt")), ("/solr/alfresco/replication", Some(&"json")));
                 let (code, body) = match q.get("command") {
-                    _ if spec.http500 => (500, json!({"responseHeader": {"status": 500, "QTime": 0},
-                        "error": {"msg": "java.lang.OutOfMemoryError: Java heap space", "code": 500}})),
+                    _ if spec.http500 => (
+                        500,
+                        json!({"responseHeader": {"status": 500, "QTime": 0},
+                        "error": {"msg": "java.lang.OutOfMemoryError: Java heap space", "code": 500}}),
+                    ),
                     Some(&"backup") => {
                         let encoded = spec.location.to_str().expect("utf8").replace('/', "%2F");
                         assert_eq!(q.get("location"), Some(&encoded.as_str()));
@@ -521,7 +540,11 @@ mod tests {
                         let mut details = json!({"indexSize": "1.2 KB", "indexPath": "/var/solr/data/index/",
                             "commits": [], "isMaster": "true", "isSlave": "false", "generation": 1});
                         polls += usize::from(backed_up);
-                        let backup = if backed_up { spec.script.get(polls - 1).or(spec.script.last()) } else { spec.baseline.as_ref() };
+                        let backup = if backed_up {
+                            spec.script.get(polls - 1).or(spec.script.last())
+                        } else {
+                            spec.baseline.as_ref()
+                        };
                         if let Some(b) = backup {
                             details["backup"] = b.clone();
                         }
@@ -530,7 +553,10 @@ mod tests {
                     _ => (400, json!({"error": {"msg": "unknown command", "code": 400}})),
                 };
                 let body = body.to_string();
-                let head = format!("HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+                let head = format!(
+                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+                    body.len()
+                );
                 let _ = write!(stream, "{head}Connection: close\r\n\r\n{body}");
             }
         });
@@ -542,8 +568,18 @@ mod tests {
     }
 
     fn success(name: &str) -> Value {
-        json!(["startTime", "Tue Jan 30 14:32:12 UTC 2024", "fileCount", 2, "status", "success",
-               "snapshotCompletedAt", "Tue Jan 30 14:32:13 UTC 2024", "snapshotName", name])
+        json!([
+            "startTime",
+            "Tue Jan 30 14:32:12 UTC 2024",
+            "fileCount",
+            2,
+            "status",
+            "success",
+            "snapshotCompletedAt",
+            "Tue Jan 30 14:32:13 UTC 2024",
+            "snapshotName",
+            name
+        ])
     }
 
     #[test]
@@ -561,17 +597,23 @@ mod tests {
         let t = tempfile::tempdir().expect("tempdir");
         let stale = json!(["exception", "an earlier backup failed"]);
         let ok = json!({"startTime": "x", "fileCount": 2, "status": "success", "snapshotName": "n1"});
-        assert_eq!(capture(&stand_in(t.path(), Some(stale.clone()), vec![stale, ok]), "n1").expect("snapshot").name, "n1");
+        assert_eq!(
+            capture(&stand_in(t.path(), Some(stale.clone()), vec![stale, ok]), "n1").expect("snapshot").name,
+            "n1"
+        );
     }
 
     #[test]
     fn triggered_backup_reports_solr_failure() {
         let t = tempfile::tempdir().expect("tempdir");
-        let failed = json!(["startTime", "x", "status", "failed", "snapshotName", "n2", "exception", "No space left on device"]);
-        let msg = capture(&stand_in(t.path(), Some(success("older")), vec![failed]), "n2").expect_err("failed").to_string();
+        let failed =
+            json!(["startTime", "x", "status", "failed", "snapshotName", "n2", "exception", "No space left on device"]);
+        let msg =
+            capture(&stand_in(t.path(), Some(success("older")), vec![failed]), "n2").expect_err("failed").to_string();
         assert!(msg.contains("backup n2 failed: No space left on device"), "{msg}");
         // Solr 9 shape: an unnamed entry holding only the exception.
-        let msg = capture(&stand_in(t.path(), None, vec![json!(["exception", "disk full"])]), "n3").expect_err("failed");
+        let msg =
+            capture(&stand_in(t.path(), None, vec![json!(["exception", "disk full"])]), "n3").expect_err("failed");
         assert!(msg.to_string().contains("failed: disk full"), "{msg}");
     }
 
@@ -601,10 +643,15 @@ mod tests {
     #[test]
     fn bad_config_is_invalid_input() {
         let t = tempfile::tempdir().expect("tempdir");
-        let both = SolrSource { backup_dir: Some("/x".into()), url: Some("http://h/solr/c".into()), ..Default::default() };
+        let both =
+            SolrSource { backup_dir: Some("/x".into()), url: Some("http://h/solr/c".into()), ..Default::default() };
         assert_eq!(capture(&both, "n").expect_err("both").kind(), ErrorKind::InvalidInput);
         assert_eq!(capture(&SolrSource::default(), "n").expect_err("none").kind(), ErrorKind::InvalidInput);
-        let src = SolrSource { url: Some("http://127.0.0.1:9/solr/c".into()), location: Some(t.path().into()), ..Default::default() };
+        let src = SolrSource {
+            url: Some("http://127.0.0.1:9/solr/c".into()),
+            location: Some(t.path().into()),
+            ..Default::default()
+        };
         assert_eq!(capture(&src, "../x").expect_err("name").kind(), ErrorKind::InvalidInput);
         let rel = SolrSource { location: Some("backups".into()), ..src.clone() };
         assert_eq!(capture(&rel, "n").expect_err("relative").kind(), ErrorKind::InvalidInput);

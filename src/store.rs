@@ -20,11 +20,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let mut rnd = [0u8; 8];
     let _ = getrandom::getrandom(&mut rnd);
-    let tmp = tmp_dir.join(format!(
-        "{}-{:016x}.tmp",
-        std::process::id(),
-        u64::from_le_bytes(rnd)
-    ));
+    let tmp = tmp_dir.join(format!("{}-{:016x}.tmp", std::process::id(), u64::from_le_bytes(rnd)));
     let result = (|| {
         let mut f = File::create(&tmp).ctx(&tmp)?;
         f.write_all(bytes).ctx(&tmp)?;

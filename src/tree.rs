@@ -94,10 +94,14 @@ impl Tree {
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != VERSION {
-            return Err(Error::UnsupportedVersion { path: path.to_path_buf(), found: version as u32, supported: VERSION.to_string() });
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version as u32,
+                supported: VERSION.to_string(),
+            });
         }
-        let (tree, rest): (Tree, &[u8]) =
-            postcard::take_from_bytes(&bytes[6..]).map_err(|e| Error::corrupt(path, offset, format!("tree blob: {e}")))?;
+        let (tree, rest): (Tree, &[u8]) = postcard::take_from_bytes(&bytes[6..])
+            .map_err(|e| Error::corrupt(path, offset, format!("tree blob: {e}")))?;
         if !rest.is_empty() {
             return Err(Error::corrupt(path, offset, "tree blob has trailing bytes"));
         }
@@ -105,12 +109,21 @@ impl Tree {
             return Err(Error::corrupt(path, offset, "tree entries are not sorted and unique"));
         }
         for n in &tree.nodes {
-            let bad_name = n.name.is_empty() || n.name == b"." || n.name == b".." || n.name.contains(&b'/') || n.name.contains(&0);
+            let bad_name =
+                n.name.is_empty() || n.name == b"." || n.name == b".." || n.name.contains(&b'/') || n.name.contains(&0);
             if bad_name {
-                return Err(Error::corrupt(path, offset, format!("tree entry has an unsafe name {:?}", n.name_lossy())));
+                return Err(Error::corrupt(
+                    path,
+                    offset,
+                    format!("tree entry has an unsafe name {:?}", n.name_lossy()),
+                ));
             }
             let consistent = match n.kind {
-                NodeKind::File => n.subtree.is_none() && n.target.is_none() && n.content.iter().map(|c| c.len as u64).sum::<u64>() == n.size,
+                NodeKind::File => {
+                    n.subtree.is_none()
+                        && n.target.is_none()
+                        && n.content.iter().map(|c| c.len as u64).sum::<u64>() == n.size
+                }
                 NodeKind::Dir => n.subtree.is_some() && n.content.is_empty() && n.target.is_none(),
                 NodeKind::Symlink => n.target.is_some() && n.content.is_empty() && n.subtree.is_none(),
             };
@@ -132,10 +145,30 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     pub fn node_strategy() -> impl Strategy<Value = Node> {
-        let name = proptest::collection::vec(1u8..=255, 1..24).prop_filter("no slash, dots", |n| !n.contains(&b'/') && n != b"." && n != b"..");
-        (name, 0u8..3, any::<u32>(), any::<i64>(), proptest::collection::vec((any::<[u8; 32]>(), any::<u32>()), 0..4), any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..40))
+        let name = proptest::collection::vec(1u8..=255, 1..24)
+            .prop_filter("no slash, dots", |n| !n.contains(&b'/') && n != b"." && n != b"..");
+        (
+            name,
+            0u8..3,
+            any::<u32>(),
+            any::<i64>(),
+            proptest::collection::vec((any::<[u8; 32]>(), any::<u32>()), 0..4),
+            any::<[u8; 32]>(),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        )
             .prop_map(|(name, k, mode, mtime_ns, content, sub, target)| {
-                let mut n = Node { name, kind: NodeKind::File, mode: mode & 0o7777, uid: mode, gid: 7, mtime_ns, size: 0, content: vec![], subtree: None, target: None };
+                let mut n = Node {
+                    name,
+                    kind: NodeKind::File,
+                    mode: mode & 0o7777,
+                    uid: mode,
+                    gid: 7,
+                    mtime_ns,
+                    size: 0,
+                    content: vec![],
+                    subtree: None,
+                    target: None,
+                };
                 match k {
                     0 => {
                         n.content = content.into_iter().map(|(id, len)| ChunkRef { id, len: len >> 8 }).collect();
@@ -184,7 +217,18 @@ pub(crate) mod tests {
     #[test]
     fn rejects_path_traversal_names() {
         let mut t = Tree::default();
-        t.nodes.push(Node { name: b"..".to_vec(), kind: NodeKind::File, mode: 0, uid: 0, gid: 0, mtime_ns: 0, size: 0, content: vec![], subtree: None, target: None });
+        t.nodes.push(Node {
+            name: b"..".to_vec(),
+            kind: NodeKind::File,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            size: 0,
+            content: vec![],
+            subtree: None,
+            target: None,
+        });
         let enc = {
             let mut out = MAGIC.to_vec();
             out.extend_from_slice(&VERSION.to_le_bytes());

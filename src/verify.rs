@@ -51,7 +51,10 @@ pub struct Progress {
 /// Parses `N/M` for `--read-data-subset`.
 pub fn parse_subset(s: &str) -> std::result::Result<(u64, u64), String> {
     let (n, m) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected N/M, e.g. 3/7"))?;
-    let (n, m): (u64, u64) = (n.trim().parse().map_err(|_| format!("{s:?}: N is not a number"))?, m.trim().parse().map_err(|_| format!("{s:?}: M is not a number"))?);
+    let (n, m): (u64, u64) = (
+        n.trim().parse().map_err(|_| format!("{s:?}: N is not a number"))?,
+        m.trim().parse().map_err(|_| format!("{s:?}: M is not a number"))?,
+    );
     if m == 0 || n == 0 || n > m {
         return Err(format!("{s:?}: need 1 <= N <= M"));
     }
@@ -181,8 +184,10 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
     // Least recently verified first, so a bounded nightly run makes progress through them all.
     indexed.sort_by_key(|(id, _, v)| (v.unwrap_or(i64::MIN), *id));
-    let to_read: Vec<&(PackId, u64, Option<i64>)> =
-        indexed.iter().filter(|(id, _, verified)| !bad_packs.contains_key(id) && selected(id, *verified, opts.read_data, opts.now)).collect();
+    let to_read: Vec<&(PackId, u64, Option<i64>)> = indexed
+        .iter()
+        .filter(|(id, _, verified)| !bad_packs.contains_key(id) && selected(id, *verified, opts.read_data, opts.now))
+        .collect();
     let progress = opts.progress.clone().unwrap_or_default();
     progress.packs_to_read.store(to_read.len() as u64, Relaxed);
     for (id, size, _) in to_read {
@@ -221,7 +226,17 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
         rep.order_violations.extend(order_violations(id, m));
         let mut affected = Vec::new();
         for c in &m.components {
-            walk_tree(repo, &c.root, &c.name, &bad_packs, &bad_chunks, &mut seen_trees, &mut seen_chunks, &mut affected, &mut rep)?;
+            walk_tree(
+                repo,
+                &c.root,
+                &c.name,
+                &bad_packs,
+                &bad_chunks,
+                &mut seen_trees,
+                &mut seen_chunks,
+                &mut affected,
+                &mut rep,
+            )?;
         }
         if affected.is_empty() {
             rep.intact_sets.push(format!("{} ({})", id.short(), m.name));
@@ -237,7 +252,12 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
 /// Reads a pack whole: returns its size and, when its hash does not match its name but its
 /// trailer is intact, a description (the damaged chunks are added to `bad`). An unreadable
 /// trailer is an error: then every chunk of the pack is lost.
-fn read_whole_pack(repo: &Repo, id: &PackId, path: &std::path::Path, bad: &mut HashMap<ChunkId, String>) -> Result<(u64, Option<String>)> {
+fn read_whole_pack(
+    repo: &Repo,
+    id: &PackId,
+    path: &std::path::Path,
+    bad: &mut HashMap<ChunkId, String>,
+) -> Result<(u64, Option<String>)> {
     let data = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     let entries = crate::pack::read_trailer(path)?;
     let entries_len = entries.len();
@@ -254,8 +274,13 @@ fn read_whole_pack(repo: &Repo, id: &PackId, path: &std::path::Path, bad: &mut H
     let why = match (hash_ok, damaged) {
         (true, 0) => None,
         (true, n) => Some(format!("{}: {n} damaged chunk(s)", path.display())),
-        (false, 0) => Some(format!("{}: trailer does not match the pack's name (renamed or damaged), but every chunk checks out", path.display())),
-        (false, n) => Some(format!("{}: damaged: trailer does not match the pack's name, {n} chunk(s) affected", path.display())),
+        (false, 0) => Some(format!(
+            "{}: trailer does not match the pack's name (renamed or damaged), but every chunk checks out",
+            path.display()
+        )),
+        (false, n) => {
+            Some(format!("{}: damaged: trailer does not match the pack's name, {n} chunk(s) affected", path.display()))
+        }
     };
     Ok((data.len() as u64, why))
 }
@@ -337,20 +362,32 @@ pub struct ConsistencyTarget {
 
 impl Default for ConsistencyTarget {
     fn default() -> Self {
-        ConsistencyTarget { dump_component: "db".into(), contentstore_component: "contentstore".into(), settings: Default::default() }
+        ConsistencyTarget {
+            dump_component: "db".into(),
+            contentstore_component: "contentstore".into(),
+            settings: Default::default(),
+        }
     }
 }
 
 /// The cross-component check of one set: every content URL in the set's dump must have its
 /// file, of the recorded size, in the same set's contentstore. A plain-SQL dump is parsed
 /// straight from the repository; other formats go through `pg_restore` from a temporary file.
-pub fn set_consistency(repo: &Repo, m: &Manifest, t: &ConsistencyTarget) -> Result<crate::consistency::ConsistencyReport> {
+pub fn set_consistency(
+    repo: &Repo,
+    m: &Manifest,
+    t: &ConsistencyTarget,
+) -> Result<crate::consistency::ConsistencyReport> {
     let names = || m.components.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
-    let dump = m
-        .component(&t.dump_component)
-        .ok_or_else(|| Error::NotFound(format!("the set has no dump component {:?} (components: {})", t.dump_component, names())))?;
+    let dump = m.component(&t.dump_component).ok_or_else(|| {
+        Error::NotFound(format!("the set has no dump component {:?} (components: {})", t.dump_component, names()))
+    })?;
     let store = m.component(&t.contentstore_component).ok_or_else(|| {
-        Error::NotFound(format!("the set has no contentstore component {:?} (components: {})", t.contentstore_component, names()))
+        Error::NotFound(format!(
+            "the set has no contentstore component {:?} (components: {})",
+            t.contentstore_component,
+            names()
+        ))
     })?;
     let dump_tree = repo.read_tree(&dump.root)?;
     let file = dump_tree
@@ -361,7 +398,10 @@ pub fn set_consistency(repo: &Repo, m: &Manifest, t: &ConsistencyTarget) -> Resu
     let mut head = Vec::new();
     {
         use std::io::Read;
-        crate::restore::NodeReader::new(repo, file).take(512).read_to_end(&mut head).map_err(|e| Error::Failed(e.to_string()))?;
+        crate::restore::NodeReader::new(repo, file)
+            .take(512)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::Failed(e.to_string()))?;
     }
     let rows = match crate::consistency::sniff(&head) {
         crate::consistency::DumpFormat::PlainSql => {

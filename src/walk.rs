@@ -108,7 +108,8 @@ impl<'a> Walker<'a> {
         if meta.is_dir() {
             return self.save_dir(root, b"");
         }
-        let name = root.file_name().ok_or_else(|| Error::InvalidInput(format!("{}: has no file name", root.display())))?;
+        let name =
+            root.file_name().ok_or_else(|| Error::InvalidInput(format!("{}: has no file name", root.display())))?;
         let parent = root.parent().unwrap_or(Path::new("/"));
         let cached = match self.cache {
             Some(c) => c.dir_entries(b"\0root")?,
@@ -232,9 +233,19 @@ impl<'a> Walker<'a> {
         self.bytes.fetch_add(m.len(), Relaxed);
         self.sink.counters.bytes.fetch_add(m.len(), Relaxed);
         let mut node = base_node(name, NodeKind::File, m);
-        let fresh = filecache::Entry { ino: m.ino(), size: m.len(), mtime_ns: mtime_ns(m), ctime_ns: ctime_ns(m), content: Vec::new() };
+        let fresh = filecache::Entry {
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: mtime_ns(m),
+            ctime_ns: ctime_ns(m),
+            content: Vec::new(),
+        };
         if let Some(old) = cached.get(name) {
-            if old.ino == fresh.ino && old.size == fresh.size && old.mtime_ns == fresh.mtime_ns && old.ctime_ns == fresh.ctime_ns {
+            if old.ino == fresh.ino
+                && old.size == fresh.size
+                && old.mtime_ns == fresh.mtime_ns
+                && old.ctime_ns == fresh.ctime_ns
+            {
                 self.sink.counters.files_unchanged.fetch_add(1, Relaxed);
                 node.size = old.size;
                 node.content = old.content.clone();

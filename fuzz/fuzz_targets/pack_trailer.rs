@@ -8,7 +8,9 @@
 //! flag bit 2 writes the footer magic and version, so entry validation gets fuzzed too.
 #![no_main]
 
-use coffer::pack::{decode_trailer, encode_trailer, TrailerRead, ENTRY_LEN, FOOTER_LEN, FOOTER_MAGIC, HEADER_LEN, VERSION};
+use coffer::pack::{
+    decode_trailer, encode_trailer, TrailerRead, ENTRY_LEN, FOOTER_LEN, FOOTER_MAGIC, HEADER_LEN, VERSION,
+};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

@@ -15,7 +15,11 @@ pub const EXIT_PARTIAL: i32 = 3;
 pub const EXIT_DAMAGE: i32 = 4;
 
 #[derive(Parser)]
-#[command(name = "coffer", version, about = "Deduplicating backups of multi-part application data (Alfresco: Solr, database, contentstore) as consistent restore points")]
+#[command(
+    name = "coffer",
+    version,
+    about = "Deduplicating backups of multi-part application data (Alfresco: Solr, database, contentstore) as consistent restore points"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -309,7 +313,10 @@ fn run(cli: Cli) -> Result<i32> {
                     let mut checked = Vec::new();
                     for p in &paths {
                         let canon = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
-                        let name = canon.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+                        let name = canon
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| "root".into());
                         checked.push((name.clone(), canon.clone()));
                         sources.push(coffer::backup::Source::Path { name, path: canon });
                     }
@@ -338,7 +345,9 @@ fn run(cli: Cli) -> Result<i32> {
             let mut consistency = None;
             if let Some(d) = def.as_ref().filter(|d| d.consistency.enabled) {
                 let m = &report.manifest;
-                if m.component(&d.consistency.dump_component).is_some() && m.component(&d.consistency.contentstore_component).is_some() {
+                if m.component(&d.consistency.dump_component).is_some()
+                    && m.component(&d.consistency.contentstore_component).is_some()
+                {
                     consistency = Some(coffer::verify::set_consistency(&r, m, &d.consistency.target()));
                 }
             }
@@ -372,9 +381,23 @@ fn run(cli: Cli) -> Result<i32> {
                 json_line(&serde_json::Value::Array(v));
             } else {
                 for (id, m) in &sets {
-                    line(&format!("{}  {}  {:<12} {:>10}  {} files", id.short(), m.started, m.name, bytes(m.total_bytes()), m.total_files()));
+                    line(&format!(
+                        "{}  {}  {:<12} {:>10}  {} files",
+                        id.short(),
+                        m.started,
+                        m.name,
+                        bytes(m.total_bytes()),
+                        m.total_files()
+                    ));
                     for c in &m.components {
-                        line(&format!("          {:<14} {:<9} {:>10}  {} files  {}", c.name, format!("{:?}", c.kind).to_lowercase(), bytes(c.bytes), c.files, c.source));
+                        line(&format!(
+                            "          {:<14} {:<9} {:>10}  {} files  {}",
+                            c.name,
+                            format!("{:?}", c.kind).to_lowercase(),
+                            bytes(c.bytes),
+                            c.files,
+                            c.source
+                        ));
                     }
                 }
             }
@@ -387,7 +410,9 @@ fn run(cli: Cli) -> Result<i32> {
                 if json {
                     line(&serde_json::to_string(&e).expect("json"));
                 } else {
-                    let t = time::OffsetDateTime::from_unix_timestamp_nanos(e.mtime_ns as i128).map(coffer::clock::format).unwrap_or_default();
+                    let t = time::OffsetDateTime::from_unix_timestamp_nanos(e.mtime_ns as i128)
+                        .map(coffer::clock::format)
+                        .unwrap_or_default();
                     let suffix = e.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
                     line(&format!("{:<9} {:04o} {:>12} {:<30} {}{}", e.kind, e.mode, e.size, t, e.path, suffix));
                 }
@@ -448,7 +473,9 @@ fn run(cli: Cli) -> Result<i32> {
             let opts = coffer::mount::Options { cache_bytes: cache_mib << 20, ..Default::default() };
             let shown = mountpoint.display().to_string();
             coffer::mount::mount(r, &mountpoint, &opts, &|n| {
-                eprintln!("coffer: {n} sets mounted read-only at {shown}/sets; Ctrl-C or `fusermount3 -u {shown}` unmounts")
+                eprintln!(
+                    "coffer: {n} sets mounted read-only at {shown}/sets; Ctrl-C or `fusermount3 -u {shown}` unmounts"
+                )
             })?;
             eprintln!("coffer: unmounted {shown}");
             Ok(0)
@@ -467,7 +494,11 @@ fn run(cli: Cli) -> Result<i32> {
             let text = coffer::setdef::alfresco_template(&dir_root, &db_name);
             match output {
                 Some(p) => {
-                    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&p).with_context(|| format!("{}", p.display()))?;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&p)
+                        .with_context(|| format!("{}", p.display()))?;
                     std::io::Write::write_all(&mut f, text.as_bytes()).with_context(|| format!("{}", p.display()))?;
                     eprintln!("wrote {}", p.display());
                 }
@@ -475,7 +506,16 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Verify { repo, read_data, read_data_subset, read_data_percent, read_data_stale, consistency, set_file, json } => {
+        Cmd::Verify {
+            repo,
+            read_data,
+            read_data_subset,
+            read_data_percent,
+            read_data_stale,
+            consistency,
+            set_file,
+            json,
+        } => {
             use coffer::verify::ReadData;
             let how = match (read_data, read_data_subset, read_data_percent, read_data_stale) {
                 (false, None, None, None) => ReadData::None,
@@ -484,7 +524,9 @@ fn run(cli: Cli) -> Result<i32> {
                 (false, None, Some(p), None) if (0.0..=100.0).contains(&p) => ReadData::Percent(p),
                 (false, None, Some(p), None) => bail!("--read-data-percent {p}: must be between 0 and 100"),
                 (false, None, None, Some(age)) => ReadData::Stale(age),
-                _ => bail!("give at most one of --read-data, --read-data-subset, --read-data-percent, --read-data-stale"),
+                _ => {
+                    bail!("give at most one of --read-data, --read-data-subset, --read-data-percent, --read-data-stale")
+                }
             };
             let r = open(&repo)?;
             if let Some(spec) = consistency {
@@ -496,7 +538,9 @@ fn run(cli: Cli) -> Result<i32> {
                 let rep = coffer::verify::set_consistency(&r, &m, &t)?;
                 let order = coffer::verify::order_violations(&id, &m);
                 if json {
-                    json_line(&serde_json::json!({"set": id.to_hex(), "consistent": rep.is_ok() && order.is_empty(), "report": rep, "order_violations": order}));
+                    json_line(
+                        &serde_json::json!({"set": id.to_hex(), "consistent": rep.is_ok() && order.is_empty(), "report": rep, "order_violations": order}),
+                    );
                 } else {
                     eprintln!("set {} ({} {}):", id.short(), m.name, m.started);
                     eprint!("{}", rep.summary());
@@ -506,11 +550,15 @@ fn run(cli: Cli) -> Result<i32> {
                 }
                 return Ok(if rep.is_ok() && order.is_empty() { 0 } else { EXIT_DAMAGE });
             }
-            let _lease = coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Shared, "verify", &mut |m| eprintln!("coffer: {m}"))?;
+            let _lease =
+                coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Shared, "verify", &mut |m| {
+                    eprintln!("coffer: {m}")
+                })?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let progress = std::sync::Arc::new(coffer::verify::Progress::default());
             let shown = output::Progress::verify(progress.clone(), json);
-            let rep = coffer::verify::verify(&r, &coffer::verify::Options { read_data: how, now, progress: Some(progress) });
+            let rep =
+                coffer::verify::verify(&r, &coffer::verify::Options { read_data: how, now, progress: Some(progress) });
             shown.finish();
             let rep = rep?;
             if json {
@@ -539,23 +587,57 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Repair { what: RepairCmd::Index { repo } } => {
             let cfg = coffer::config::Config::load(&Repo::config_path(&repo.repo))?;
-            let _lease = coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Exclusive, "repair index", &mut |m| eprintln!("coffer: {m}"))?;
+            let _lease = coffer::lock::Lease::acquire(
+                &repo.repo,
+                coffer::lock::LeaseKind::Exclusive,
+                "repair index",
+                &mut |m| eprintln!("coffer: {m}"),
+            )?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let (ok, bad) = coffer::index::rebuild(&repo.repo, &repo.repo.join("index.sqlite"), &cfg.repository_id, now)?;
+            let (ok, bad) =
+                coffer::index::rebuild(&repo.repo, &repo.repo.join("index.sqlite"), &cfg.repository_id, now)?;
             line(&format!("rebuilt index from {ok} packs"));
             for e in &bad {
                 eprintln!("coffer: unreadable pack left out of the index: {e}");
             }
             Ok(if bad.is_empty() { 0 } else { EXIT_DAMAGE })
         }
-        Cmd::Forget { repo, name, set_file, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within, keep_tags, dry_run, prune, max_unused, json } => {
+        Cmd::Forget {
+            repo,
+            name,
+            set_file,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            keep_tags,
+            dry_run,
+            prune,
+            max_unused,
+            json,
+        } => {
             let r = open(&repo)?;
-            let mut policy = coffer::retention::Policy { keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within, keep_tags };
+            let mut policy = coffer::retention::Policy {
+                keep_last,
+                keep_hourly,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                keep_yearly,
+                keep_within,
+                keep_tags,
+            };
             let mut name = name;
             if let Some(f) = &set_file {
                 let d = coffer::setdef::SetDefinition::load(f)?;
                 if policy.is_empty() {
-                    let rc = d.retention.as_ref().with_context(|| format!("{}: no [retention] table and no --keep-* option", f.display()))?;
+                    let rc = d
+                        .retention
+                        .as_ref()
+                        .with_context(|| format!("{}: no [retention] table and no --keep-* option", f.display()))?;
                     policy = rc.policy().map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
                 }
                 name = Some(d.name.clone());
@@ -579,11 +661,22 @@ fn run(cli: Cli) -> Result<i32> {
                     line(&format!("sets named {:?}:", g.name));
                     for s in &g.sets {
                         let why: Vec<&str> = s.reasons.iter().map(|r| r.name()).collect();
-                        let what = if s.keep { format!("keep   ({})", why.join(", ")) } else if dry_run { "would forget".into() } else { "forget".into() };
+                        let what = if s.keep {
+                            format!("keep   ({})", why.join(", "))
+                        } else if dry_run {
+                            "would forget".into()
+                        } else {
+                            "forget".into()
+                        };
                         line(&format!("  {}  {}  {}", s.id.short(), s.started, what));
                     }
                 }
-                eprintln!("{} set(s) kept, {} {}", rep.kept, rep.removed, if dry_run { "would be forgotten (dry run)" } else { "forgotten" });
+                eprintln!(
+                    "{} set(s) kept, {} {}",
+                    rep.kept,
+                    rep.removed,
+                    if dry_run { "would be forgotten (dry run)" } else { "forgotten" }
+                );
                 if let Some(p) = &pruned {
                     print_prune(p);
                 }
@@ -692,7 +785,11 @@ fn print_checklist(m: &coffer::set::Manifest) {
     );
 }
 
-fn print_backup(r: &coffer::backup::Report, json: bool, consistency: Option<&coffer::Result<coffer::consistency::ConsistencyReport>>) {
+fn print_backup(
+    r: &coffer::backup::Report,
+    json: bool,
+    consistency: Option<&coffer::Result<coffer::consistency::ConsistencyReport>>,
+) {
     if let Some(c) = consistency {
         match c {
             Ok(c) if !json => eprint!("{}", c.summary()),

@@ -93,7 +93,12 @@ impl Progress {
             if total == 0 {
                 format!("checked {} sets", c.sets.load(Relaxed))
             } else {
-                format!("read {} of {total} packs ({}), checked {} sets", c.packs_read.load(Relaxed), bytes(c.bytes_read.load(Relaxed)), c.sets.load(Relaxed))
+                format!(
+                    "read {} of {total} packs ({}), checked {} sets",
+                    c.packs_read.load(Relaxed),
+                    bytes(c.bytes_read.load(Relaxed)),
+                    c.sets.load(Relaxed)
+                )
             }
         })
     }

@@ -76,10 +76,9 @@ pub struct ContentUrlRow {
     pub orphan_time: Option<i64>,
 }
 
-
 mod copy;
-use copy::*;
 pub use copy::parse_plain_sql;
+use copy::*;
 
 // ---------------------------------------------------------------------------------------------
 // Dump formats and helper commands

@@ -149,8 +149,7 @@ fn similar_names_do_not_match() {
 
 #[test]
 fn crlf_line_endings() {
-    let dump =
-        "SET x = 1;\r\nCOPY public.alf_content_url (id, content_url, content_size, orphan_time) FROM stdin;\r\n\
+    let dump = "SET x = 1;\r\nCOPY public.alf_content_url (id, content_url, content_size, orphan_time) FROM stdin;\r\n\
                 1\tstore://a\t5\t\\N\r\n2\tstore://b\\r\t6\t7\r\n\\.\r\n";
     assert_eq!(parse(dump).unwrap(), vec![row(1, "store://a", 5, None), row(2, "store://b\r", 6, Some(7))]);
 }
@@ -472,8 +471,7 @@ fn parse_error_in_endless_pg_restore_output_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let p = custom_file(dir.path());
     // Malformed data followed by an endless stream: the parser must stop, kill and report.
-    let script =
-        "printf 'COPY alf_content_url (id, content_url, content_size) FROM stdin;\\nx\\ty\\tz\\n'; exec yes";
+    let script = "printf 'COPY alf_content_url (id, content_url, content_size) FROM stdin;\\nx\\ty\\tz\\n'; exec yes";
     let err = rows_from_dump_file(&p, &fake_pg_restore(script)).unwrap_err();
     assert_eq!(err.kind(), crate::error::ErrorKind::Corrupt, "{err}");
     assert!(err.to_string().contains("pg_restore output"), "{err}");

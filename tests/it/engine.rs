@@ -62,7 +62,17 @@ fn restore_refuses_to_overwrite_unless_asked_and_restores_a_subpath() {
     assert!(!again.status.success());
     assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
     std::fs::write(target.join("src/modes/private"), b"changed").unwrap();
-    env.ok(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", t, "--path", "src/modes", "--overwrite"]);
+    env.ok(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        "latest",
+        "--target",
+        t,
+        "--path",
+        "src/modes",
+        "--overwrite",
+    ]);
     assert_eq!(std::fs::read(target.join("src/modes/private")).unwrap(), b"secret");
     let missing = env.run(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", t, "--path", "nope"]);
     assert!(stderr(&missing).contains("no component"), "{}", stderr(&missing));
@@ -154,14 +164,16 @@ fn sets_ls_stats_and_repo_from_environment() {
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let id = r["set"].as_str().unwrap().to_string();
-    let sets: serde_json::Value = serde_json::from_str(&env.ok(&["sets", "--repo", repo.to_str().unwrap(), "--json"])).unwrap();
+    let sets: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sets", "--repo", repo.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(sets[0]["id"].as_str(), Some(id.as_str()));
     assert_eq!(sets[0]["name"].as_str(), Some("alfresco"));
     assert_eq!(sets[0]["tags"][0].as_str(), Some("nightly"));
     assert_eq!(sets[0]["components"][0]["name"].as_str(), Some("docs"));
     let ls = env.ok(&["ls", "--repo", repo.to_str().unwrap(), &id[..8], "docs/x"]);
     assert!(ls.contains("docs/x/y.txt"), "{ls}");
-    let stats: serde_json::Value = serde_json::from_str(&env.ok(&["stats", "--repo", repo.to_str().unwrap(), "--json"])).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&env.ok(&["stats", "--repo", repo.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(stats["sets"].as_u64(), Some(1));
     assert!(stats["packs"].as_u64().unwrap() >= 1);
     let bad = env.run(&["ls", "--repo", repo.to_str().unwrap(), "ffffffff"]);
@@ -256,11 +268,22 @@ fn bad_repositories_give_clear_errors_naming_the_file() {
     std::fs::write(&cfg, &good).unwrap();
 
     // A corrupt pack: restore fails naming the pack, without a panic.
-    let pack = coffer::repo::list_packs(&repo).unwrap().into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let pack = coffer::repo::list_packs(&repo)
+        .unwrap()
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
     let mut data = std::fs::read(&pack).unwrap();
     data[100] ^= 0xff;
     std::fs::write(&pack, &data).unwrap();
-    let o = env.run(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", env.path("out").to_str().unwrap()]);
+    let o = env.run(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        "latest",
+        "--target",
+        env.path("out").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let msg = stderr(&o);
     assert!(msg.contains(pack.file_name().unwrap().to_str().unwrap()) && msg.contains("corrupt"), "{msg}");
@@ -271,7 +294,11 @@ fn bad_repositories_give_clear_errors_naming_the_file() {
     let m = std::fs::read(&set).unwrap();
     std::fs::write(&set, &m[..m.len() / 2]).unwrap();
     let o = env.run(&["sets", "--repo", repo.to_str().unwrap()]);
-    assert!(stderr(&o).contains(set.file_name().unwrap().to_str().unwrap()) && stderr(&o).contains("truncated"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(set.file_name().unwrap().to_str().unwrap()) && stderr(&o).contains("truncated"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -288,7 +315,10 @@ fn unreadable_files_are_reported_and_the_run_exits_3() {
     let repo = env.repo();
     std::fs::create_dir_all(&repo).unwrap();
     std::fs::create_dir_all(env.path("cache")).unwrap();
-    let chown = Command::new("chown").args(["-R", "nobody", repo.to_str().unwrap(), env.path("cache").to_str().unwrap()]).status().unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "nobody", repo.to_str().unwrap(), env.path("cache").to_str().unwrap()])
+        .status()
+        .unwrap();
     assert!(chown.success());
     // A copy of the binary nobody can execute whatever the checkout's permissions are.
     let bin = env.path("coffer");

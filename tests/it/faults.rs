@@ -99,7 +99,8 @@ fn read_data_subsets_cover_every_pack_and_stale_reads_only_unverified() {
     let total = coffer::repo::list_packs(&repo).unwrap().len() as u64;
     let mut read = 0;
     for n in 1..=3 {
-        let o = env.run(&["verify", "--repo", repo.to_str().unwrap(), "--read-data-subset", &format!("{n}/3"), "--json"]);
+        let o =
+            env.run(&["verify", "--repo", repo.to_str().unwrap(), "--read-data-subset", &format!("{n}/3"), "--json"]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         read += v["packs_read"].as_u64().unwrap();
@@ -169,7 +170,10 @@ fn sigkill_at_random_moments_never_breaks_the_repository() {
     let mut expected: Vec<(String, std::collections::BTreeMap<String, String>)> = Vec::new();
     let mut rng = 0x5eed_u64;
     let sets = |repo: &Path| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(repo.join("sets")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(repo.join("sets"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     };
@@ -178,7 +182,10 @@ fn sigkill_at_random_moments_never_breaks_the_repository() {
         // being injected is the kill itself, at an arbitrary point of the run.
         for k in 0..2 {
             let i = (round * 2 + k) % 6;
-            write(&src.join(format!("d{}/f{i}.bin", i % 2)), &bytes(1000 + round * 10 + k, 3 * 1024 * 1024 + round as usize));
+            write(
+                &src.join(format!("d{}/f{i}.bin", i % 2)),
+                &bytes(1000 + round * 10 + k, 3 * 1024 * 1024 + round as usize),
+            );
         }
         let state = snapshot(&src);
         let before = sets(&repo);
@@ -217,7 +224,10 @@ struct SmallFs(PathBuf);
 impl SmallFs {
     fn mount(at: &Path, size: &str) -> SmallFs {
         std::fs::create_dir_all(at).unwrap();
-        let o = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str().unwrap()]).output().unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "this test needs to mount a small tmpfs (run as root): {}", stderr(&o));
         SmallFs(at.to_path_buf())
     }
@@ -291,7 +301,14 @@ fn two_concurrent_backups_both_commit_valid_sets() {
     for (name, src) in [("a", &a), ("b", &b)] {
         let v: serde_json::Value = serde_json::from_slice(if name == "a" { &ra.stdout } else { &rb.stdout }).unwrap();
         let out = env.path(&format!("out-{name}"));
-        env.ok(&["restore", "--repo", repo.to_str().unwrap(), v["set"].as_str().unwrap(), "--target", out.to_str().unwrap()]);
+        env.ok(&[
+            "restore",
+            "--repo",
+            repo.to_str().unwrap(),
+            v["set"].as_str().unwrap(),
+            "--target",
+            out.to_str().unwrap(),
+        ]);
         assert_same_tree(src, &out.join(name));
     }
 }
@@ -306,12 +323,25 @@ fn leases_block_live_holders_and_reclaim_stale_ones() {
     let repo = env.repo();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     // A live exclusive holder (this test process) blocks a backup, which says who holds it.
-    let live = LeaseInfo { kind: LeaseKind::Exclusive, host: coffer::lock::hostname(), pid: std::process::id(), command: "prune".into(), started: now, refreshed: now };
+    let live = LeaseInfo {
+        kind: LeaseKind::Exclusive,
+        host: coffer::lock::hostname(),
+        pid: std::process::id(),
+        command: "prune".into(),
+        started: now,
+        refreshed: now,
+    };
     let live_path = repo.join("locks/live.lease");
     std::fs::write(&live_path, live.encode()).unwrap();
     let o = env.run(&["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("locked") && stderr(&o).contains("prune") && stderr(&o).contains(&std::process::id().to_string()), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("locked")
+            && stderr(&o).contains("prune")
+            && stderr(&o).contains(&std::process::id().to_string()),
+        "{}",
+        stderr(&o)
+    );
     std::fs::remove_file(&live_path).unwrap();
 
     // A lease left by a killed process is reclaimed with a message.

@@ -99,7 +99,8 @@ fn mount_shows_every_set_as_recorded_and_unmounts_on_sigint() {
     let first = env.backup_json(&[src.to_str().unwrap()]);
     write(&src.join("a/b/c/leaf.txt"), b"leaf, second night");
     let second = env.backup_json(&[src.to_str().unwrap()]);
-    let sets: serde_json::Value = serde_json::from_str(&env.ok(&["sets", "--repo", env.repo().to_str().unwrap(), "--json"])).unwrap();
+    let sets: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sets", "--repo", env.repo().to_str().unwrap(), "--json"])).unwrap();
     let label = |set: &serde_json::Value| -> String {
         let id = set["set"].as_str().unwrap();
         let m = sets.as_array().unwrap().iter().find(|s| s["id"] == id).unwrap();
@@ -111,9 +112,14 @@ fn mount_shows_every_set_as_recorded_and_unmounts_on_sigint() {
     let mp = env.path("mnt");
     let m = Mounted::start(&env, &mp);
     let name_dir = mp.join("sets/default");
-    let mut listed: Vec<String> = std::fs::read_dir(&name_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut listed: Vec<String> =
+        std::fs::read_dir(&name_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     listed.sort();
-    let mut want = if l1 == l2 { vec![first["set"].as_str().unwrap()[..8].to_string(), second["set"].as_str().unwrap()[..8].to_string()] } else { vec![l1.clone(), l2.clone()] };
+    let mut want = if l1 == l2 {
+        vec![first["set"].as_str().unwrap()[..8].to_string(), second["set"].as_str().unwrap()[..8].to_string()]
+    } else {
+        vec![l1.clone(), l2.clone()]
+    };
     want.push("latest".into());
     want.sort();
     assert_eq!(listed, want);
@@ -128,7 +134,10 @@ fn mount_shows_every_set_as_recorded_and_unmounts_on_sigint() {
     let diff = Command::new("diff").arg("-r").arg(&src).arg(&mounted).output().unwrap();
     assert!(diff.status.success(), "diff -r: {}{}", String::from_utf8_lossy(&diff.stdout), stderr(&diff));
     assert_same_tree(&src, &mounted);
-    let (meta_src, meta_mnt) = (std::fs::metadata(src.join("modes/private")).unwrap(), std::fs::metadata(mounted.join("modes/private")).unwrap());
+    let (meta_src, meta_mnt) = (
+        std::fs::metadata(src.join("modes/private")).unwrap(),
+        std::fs::metadata(mounted.join("modes/private")).unwrap(),
+    );
     assert_eq!((meta_mnt.uid(), meta_mnt.gid(), meta_mnt.mode() & 0o7777), (meta_src.uid(), meta_src.gid(), 0o600));
 
     // Random reads of a multi-chunk file, at seeded offsets, across chunk boundaries.
@@ -145,7 +154,11 @@ fn mount_shows_every_set_as_recorded_and_unmounts_on_sigint() {
         assert!(got[..n] == want[off as usize..end], "bytes differ at {off}+{n}");
     }
     // dd with skip= is another reader of the same path.
-    let dd = Command::new("dd").arg(format!("if={}", mounted.join("big/random.bin").display())).args(["bs=65536", "skip=100", "count=7", "status=none"]).output().unwrap();
+    let dd = Command::new("dd")
+        .arg(format!("if={}", mounted.join("big/random.bin").display()))
+        .args(["bs=65536", "skip=100", "count=7", "status=none"])
+        .output()
+        .unwrap();
     assert!(dd.status.success(), "{}", stderr(&dd));
     assert!(dd.stdout == want[100 * 65536..107 * 65536]);
     // Read-only.
@@ -169,7 +182,11 @@ fn mount_ends_cleanly_when_unmounted_with_fusermount() {
     env.backup_json(&[src.join("db").to_str().unwrap()]);
     let mp = env.path("mnt");
     let m = Mounted::start(&env, &mp);
-    let sums = Command::new("sha256sum").arg(src.join("db/alfresco.dump")).arg(mp.join("sets/default/latest/db/alfresco.dump")).output().unwrap();
+    let sums = Command::new("sha256sum")
+        .arg(src.join("db/alfresco.dump"))
+        .arg(mp.join("sets/default/latest/db/alfresco.dump"))
+        .output()
+        .unwrap();
     let out = String::from_utf8(sums.stdout).unwrap();
     let hashes: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(hashes.len(), 2, "{out}");
@@ -184,7 +201,13 @@ fn mount_ends_cleanly_when_unmounted_with_fusermount() {
 
 /// Runs `coffer dump ARGS | tar TAR_ARGS`; returns tar's output after checking both succeeded.
 fn dump_into_tar(env: &Env, dump_args: &[&str], tar_args: &[&str]) -> std::process::Output {
-    let mut dump = Command::new(coffer_bin()).arg("dump").args(dump_args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut dump = Command::new(coffer_bin())
+        .arg("dump")
+        .args(dump_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let tar = Command::new("tar").args(tar_args).stdin(dump.stdout.take().unwrap()).output().unwrap();
     let st = dump.wait().unwrap();
     let mut err = String::new();
@@ -223,7 +246,12 @@ fn dump_is_a_tar_stream_gnu_tar_extracts_identically_and_a_single_file_is_raw() 
     assert!(raw.as_bytes() == std::fs::read(src.join("big/text.sql")).unwrap());
 
     // A reader that stops early ends the dump quietly.
-    let mut dump = Command::new(coffer_bin()).args(["dump", "--repo", r, "latest"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut dump = Command::new(coffer_bin())
+        .args(["dump", "--repo", r, "latest"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut head = [0u8; 10];
     dump.stdout.as_mut().unwrap().read_exact(&mut head).unwrap();
     drop(dump.stdout.take());
@@ -254,8 +282,18 @@ fn dump_and_restore_of_a_sparse_file_over_8_gib() {
     let r = r.to_str().unwrap();
 
     // GNU tar lists the full size and extracts the same bytes (compared by cmp).
-    let mut dump = Command::new(coffer_bin()).args(["dump", "--repo", r, "latest", "sparse"]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut tar = Command::new("tar").args(["-xvvOf", "-", "sparse/big"]).stdin(dump.stdout.take().unwrap()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut dump = Command::new(coffer_bin())
+        .args(["dump", "--repo", r, "latest", "sparse"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut tar = Command::new("tar")
+        .args(["-xvvOf", "-", "sparse/big"])
+        .stdin(dump.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let cmp = Command::new("cmp").arg("-").arg(src.join("big")).stdin(tar.stdout.take().unwrap()).output().unwrap();
     let tar = tar.wait_with_output().unwrap();
     assert!(dump.wait().unwrap().success());
@@ -266,7 +304,9 @@ fn dump_and_restore_of_a_sparse_file_over_8_gib() {
 
     // A restore reads the zero chunk once and leaves holes.
     let out = env.path("out");
-    let rep: serde_json::Value = serde_json::from_str(&env.ok(&["restore", "--repo", r, "latest", "--target", out.to_str().unwrap(), "--json"])).unwrap();
+    let rep: serde_json::Value =
+        serde_json::from_str(&env.ok(&["restore", "--repo", r, "latest", "--target", out.to_str().unwrap(), "--json"]))
+            .unwrap();
     assert!(rep["bytes_read"].as_u64().unwrap() < 64 << 20, "{rep}");
     let restored = out.join("sparse/big");
     let m = std::fs::metadata(&restored).unwrap();
@@ -298,7 +338,16 @@ fn a_killed_restore_resumes_to_an_identical_tree_reading_less() {
     let total: u64 = walk(&src).iter().filter(|p| p.is_file()).map(|p| std::fs::metadata(p).unwrap().len()).sum();
 
     let mut child = Command::new(coffer_bin())
-        .args(["restore", "--repo", repo.to_str().unwrap(), "latest", "--threads", "1", "--target", out.to_str().unwrap()])
+        .args([
+            "restore",
+            "--repo",
+            repo.to_str().unwrap(),
+            "latest",
+            "--threads",
+            "1",
+            "--target",
+            out.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -318,14 +367,30 @@ fn a_killed_restore_resumes_to_an_identical_tree_reading_less() {
     assert!(!child.wait().unwrap().success(), "restore was expected to be killed");
     // Damage two complete files the way a crash or an operator could: one cut short, one
     // with the right size and a flipped byte. Both must be rewritten.
-    let done: Vec<PathBuf> = std::fs::read_dir(&flat).unwrap().map(|e| e.unwrap().path()).filter(|p| std::fs::metadata(p).unwrap().len() > 1000).take(2).collect();
+    let done: Vec<PathBuf> = std::fs::read_dir(&flat)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 1000)
+        .take(2)
+        .collect();
     assert_eq!(done.len(), 2);
     let short = std::fs::OpenOptions::new().write(true).open(&done[0]).unwrap();
     short.set_len(500).unwrap();
     let flipped = std::fs::OpenOptions::new().write(true).open(&done[1]).unwrap();
     flipped.write_all_at(b"\xff\x00", 700).unwrap();
 
-    let rep: serde_json::Value = serde_json::from_str(&env.ok(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", out.to_str().unwrap(), "--resume", "--verify", "--json"])).unwrap();
+    let rep: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+        "--resume",
+        "--verify",
+        "--json",
+    ]))
+    .unwrap();
     assert_same_tree(&src, &out.join("src"));
     let (files, skipped) = (rep["files"].as_u64().unwrap(), rep["skipped"].as_u64().unwrap());
     assert!(skipped > 0, "nothing was kept: {rep}");
@@ -334,7 +399,21 @@ fn a_killed_restore_resumes_to_an_identical_tree_reading_less() {
     assert!(rep["bytes_read"].as_u64().unwrap() < total, "resume read everything again: {rep}");
 
     // Resuming a complete restore rewrites nothing.
-    let again: serde_json::Value = serde_json::from_str(&env.ok(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", out.to_str().unwrap(), "--resume", "--json"])).unwrap();
-    assert_eq!((again["files"].as_u64(), again["skipped"].as_u64(), again["bytes_read"].as_u64()), (Some(0), Some(1503), Some(0)), "{again}");
+    let again: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+        "--resume",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (again["files"].as_u64(), again["skipped"].as_u64(), again["bytes_read"].as_u64()),
+        (Some(0), Some(1503), Some(0)),
+        "{again}"
+    );
     assert_same_tree(&src, &out.join("src"));
 }

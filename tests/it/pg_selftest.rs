@@ -2,16 +2,14 @@
 //! reads back exactly the rows that were inserted, from pg_dump's plain, custom, tar and
 //! directory formats and from compressed plain and custom dumps.
 
-
-
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::support::pg::{self, PgCluster};
 use coffer::consistency::{self, ConsistencySettings, ContentUrlRow, DumpFormat};
 use coffer::ErrorKind;
-use crate::support::pg::{self, PgCluster};
 
 fn row(id: i64, url: &str, size: u64, orphan: Option<i64>) -> ContentUrlRow {
     ContentUrlRow { id, content_url: url.to_string(), content_size: size, orphan_time: orphan }

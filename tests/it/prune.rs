@@ -27,7 +27,10 @@ fn pack_bytes(repo: &Path) -> u64 {
 }
 
 fn set_files(repo: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(repo.join("sets")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(repo.join("sets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -77,7 +80,12 @@ fn forget_and_prune_free_the_space_of_forgotten_sets_and_keep_the_rest_restorabl
     assert_eq!(v["forget"]["removed"], 2, "{v}");
     let group = &v["forget"]["groups"][0];
     assert_eq!(group["name"], "db", "{v}");
-    let decided: Vec<(String, bool)> = group["sets"].as_array().unwrap().iter().map(|s| (s["id"].as_str().unwrap().to_string(), s["keep"].as_bool().unwrap())).collect();
+    let decided: Vec<(String, bool)> = group["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap().to_string(), s["keep"].as_bool().unwrap()))
+        .collect();
     let want: Vec<(String, bool)> = db.iter().rev().enumerate().map(|(i, (id, _))| (id.clone(), i < 2)).collect();
     assert_eq!(decided, want, "newest first; the two newest kept");
     assert_eq!(group["sets"][0]["reasons"], serde_json::json!(["last"]));
@@ -97,7 +105,12 @@ fn forget_and_prune_free_the_space_of_forgotten_sets_and_keep_the_rest_restorabl
     let (code, msg) = env.verify(&env.repo(), &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
     assert!(!msg.contains("unused pack"), "prune left unindexed packs behind: {msg}");
-    let listed: Vec<String> = json(&env.ok(&["sets", "--repo", repo.to_str().unwrap(), "--json"])).as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    let listed: Vec<String> = json(&env.ok(&["sets", "--repo", repo.to_str().unwrap(), "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
     for (id, _) in &db[..2] {
         assert!(!listed.contains(id), "forgotten set {id} still listed");
     }
@@ -110,7 +123,11 @@ fn forget_and_prune_free_the_space_of_forgotten_sets_and_keep_the_rest_restorabl
     // A second prune finds nothing more to do, and a backup after it (its files cache now
     // stale by epoch) still commits a set that restores.
     let v = json(&env.ok(&["prune", "--repo", repo.to_str().unwrap(), "--json"]));
-    assert_eq!((v["packs_deleted"].as_u64(), v["packs_repacked"].as_u64(), v["bytes_freed"].as_u64()), (Some(0), Some(0), Some(0)), "{v}");
+    assert_eq!(
+        (v["packs_deleted"].as_u64(), v["packs_repacked"].as_u64(), v["bytes_freed"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{v}"
+    );
     let (id, state) = backup(&env, &src, "db");
     restores_to(&env, &id, "src", &state, &env.path("out-after"));
 }
@@ -239,13 +256,24 @@ fn prune_and_backups_exclude_each_other() {
         write(&src.join(format!("race{round}.bin")), &bytes(50 + round, 2 * MIB));
         env.ok(&["forget", "--repo", repo.to_str().unwrap(), "--keep-last", "1"]);
         let spawn = |args: &[&str]| {
-            Command::new(coffer_bin()).args(args).env("COFFER_CACHE_DIR", env.path("cache")).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+            Command::new(coffer_bin())
+                .args(args)
+                .env("COFFER_CACHE_DIR", env.path("cache"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
         };
         let b = spawn(&["backup", "--repo", repo.to_str().unwrap(), "--name", "db", src.to_str().unwrap()]);
         let p = spawn(&["prune", "--repo", repo.to_str().unwrap(), "--max-unused", "0%"]);
         for (what, child) in [("backup", b), ("prune", p)] {
             let o = child.wait_with_output().unwrap();
-            assert!(o.status.success() || (o.status.code() == Some(1) && stderr(&o).contains("locked")), "round {round}: {what}: {:?} {}", o.status, stderr(&o));
+            assert!(
+                o.status.success() || (o.status.code() == Some(1) && stderr(&o).contains("locked")),
+                "round {round}: {what}: {:?} {}",
+                o.status,
+                stderr(&o)
+            );
         }
         let (code, msg) = env.verify(&env.repo(), &[]);
         assert_eq!(code, Some(0), "round {round}: {msg}");
@@ -266,7 +294,16 @@ fn dry_runs_change_nothing() {
         std::fs::remove_file(src.join(format!("v{i}.bin"))).unwrap();
     }
     let (sets, files, ep) = (set_files(&repo), packs(&repo), epoch(&repo));
-    let v = json(&env.ok(&["forget", "--repo", repo.to_str().unwrap(), "--keep-last", "1", "--dry-run", "--prune", "--json"]));
+    let v = json(&env.ok(&[
+        "forget",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--keep-last",
+        "1",
+        "--dry-run",
+        "--prune",
+        "--json",
+    ]));
     assert_eq!(v["forget"]["removed"], 2, "{v}");
     assert!(v["prune"].is_null(), "--dry-run does not prune: {v}");
     assert_eq!((set_files(&repo), packs(&repo), epoch(&repo)), (sets.clone(), files.clone(), ep));
@@ -295,7 +332,11 @@ fn old_unindexed_packs_are_deleted_but_never_one_the_index_names() {
     // Prune a copy first: its new packs, dropped into the original as unindexed files, are
     // what a prune killed before its commit leaves behind.
     let copy = env.path("copy");
-    assert!(Command::new("cp").args(["-a", repo.to_str().unwrap(), copy.to_str().unwrap()]).status().unwrap().success());
+    assert!(Command::new("cp")
+        .args(["-a", repo.to_str().unwrap(), copy.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
     let before: Vec<PathBuf> = packs(&copy).into_keys().collect();
     let v = json(&env.ok(&["prune", "--repo", copy.to_str().unwrap(), "--json"]));
     assert!(v["packs_written"].as_u64().unwrap() > 0, "the scenario needs a repack: {v}");
@@ -347,7 +388,10 @@ fn prune_refuses_to_run_when_a_set_names_a_chunk_the_index_lacks() {
     env.ok(&["forget", "--repo", repo.to_str().unwrap(), "--keep-last", "1"]);
     // A damaged catalog: one chunk of the kept set has lost its row.
     let db = rusqlite::Connection::open(repo.join("index.sqlite")).unwrap();
-    assert_eq!(db.execute("DELETE FROM chunks WHERE id = (SELECT id FROM chunks WHERE kind = 0 LIMIT 1)", []).unwrap(), 1);
+    assert_eq!(
+        db.execute("DELETE FROM chunks WHERE id = (SELECT id FROM chunks WHERE kind = 0 LIMIT 1)", []).unwrap(),
+        1
+    );
     drop(db);
     let (sets, files) = (set_files(&repo), packs(&repo));
     let o = env.run(&["prune", "--repo", repo.to_str().unwrap()]);

@@ -24,7 +24,8 @@ impl Alfresco {
     fn add_doc(&mut self, pg: &PgCluster, orphan: Option<i64>) -> (String, PathBuf) {
         let n = self.next;
         self.next += 1;
-        let rel = format!("2026/11/{}/{}/{}/{:08x}-0000-4000-8000-{:012x}.bin", 20 + n % 3, n % 24, n % 60, n, n * 7919);
+        let rel =
+            format!("2026/11/{}/{}/{}/{:08x}-0000-4000-8000-{:012x}.bin", 20 + n % 3, n % 24, n % 60, n, n * 7919);
         let size = 1000 + (n as usize * 7717) % 300_000;
         write(&self.root.join("contentstore").join(&rel), &bytes(n, size));
         let url = format!("store://{rel}");
@@ -97,7 +98,8 @@ fn nightly_set_backup_restore_and_consistency_with_real_postgres() {
     assert_eq!(night1["consistency"]["ok"].as_bool(), Some(true), "{night1}");
     assert_eq!(night1["consistency"]["report"]["rows"].as_u64(), Some(25), "{night1}");
     assert_eq!(night1["consistency"]["report"]["orphaned_rows"].as_u64(), Some(1), "{night1}");
-    let comps: Vec<&str> = night1["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let comps: Vec<&str> =
+        night1["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(comps, ["solr", "db", "contentstore"]);
 
     // The next day: new documents, an updated row, more nodes.
@@ -112,7 +114,8 @@ fn nightly_set_backup_restore_and_consistency_with_real_postgres() {
     assert!(night2["bytes_stored"].as_u64().unwrap() < night1["bytes_stored"].as_u64().unwrap() / 2, "{night2}");
 
     // The manifest records the capture order, and verify accepts it.
-    let sets: serde_json::Value = serde_json::from_str(&env.ok(&["sets", "--repo", repo.to_str().unwrap(), "--json"])).unwrap();
+    let sets: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sets", "--repo", repo.to_str().unwrap(), "--json"])).unwrap();
     let latest = &sets[1];
     let db = &latest["components"][1];
     assert_eq!(db["kind"].as_str(), Some("command"));
@@ -127,9 +130,14 @@ fn nightly_set_backup_restore_and_consistency_with_real_postgres() {
     assert!(out.join("db/alfresco.dump").metadata().unwrap().len() > 10_000);
     pg.createdb("restored");
     let restore_cmd = pg.restore_command("restored", &[]).join(" ");
-    let o = env.run(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--component", "db", "--pipe", &restore_cmd]);
+    let o =
+        env.run(&["restore", "--repo", repo.to_str().unwrap(), "latest", "--component", "db", "--pipe", &restore_cmd]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("sync.mode=OFF") && stderr(&o).contains("same set"), "checklist missing: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sync.mode=OFF") && stderr(&o).contains("same set"),
+        "checklist missing: {}",
+        stderr(&o)
+    );
     let tables = pg.tables("alfresco");
     assert_eq!(tables, pg.tables("restored"));
     assert!(tables.contains(&"alf_content_url".to_string()) && tables.contains(&"alf_node".to_string()));
@@ -183,7 +191,13 @@ fn a_failing_dump_command_commits_no_set_and_says_why() {
     let o = env.run(&["backup", "--repo", env.repo().to_str().unwrap(), "--set", set_file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let msg = stderr(&o);
-    assert!(msg.contains("component \"db\"") && msg.contains("pg_dump") && msg.contains("no_such_database") && msg.contains("does not exist"), "{msg}");
+    assert!(
+        msg.contains("component \"db\"")
+            && msg.contains("pg_dump")
+            && msg.contains("no_such_database")
+            && msg.contains("does not exist"),
+        "{msg}"
+    );
     assert_eq!(sets_in(&env.repo()), 0, "a failed set was committed");
     // The repository is fine for the next run.
     let ok = env.backup_json(&[alf.root.join("contentstore").to_str().unwrap()]);
@@ -204,7 +218,11 @@ fn a_solr_snapshot_still_being_written_is_not_archived() {
     env.init();
     let o = env.run(&["backup", "--repo", env.repo().to_str().unwrap(), "--set", set_file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("snapshot.20261122020000000") && stderr(&o).contains("Solr backup job"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("snapshot.20261122020000000") && stderr(&o).contains("Solr backup job"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(sets_in(&env.repo()), 0);
 }
 

@@ -37,8 +37,16 @@ impl Env {
     /// Runs coffer and requires success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "coffer {args:?} failed ({:?}):\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        if !o.stderr.is_empty() { eprintln!("coffer {args:?} stderr: {}", String::from_utf8_lossy(&o.stderr)); }
+        assert!(
+            o.status.success(),
+            "coffer {args:?} failed ({:?}):\n{}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if !o.stderr.is_empty() {
+            eprintln!("coffer {args:?} stderr: {}", String::from_utf8_lossy(&o.stderr));
+        }
         String::from_utf8(o.stdout).expect("utf8 stdout")
     }
     /// `coffer verify --repo REPO EXTRA...`: exit code and stderr.
@@ -125,7 +133,14 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
             format!("dir {:o} mtime {}.{}", m.permissions().mode() & 0o7777, m.mtime(), m.mtime_nsec())
         } else {
             let data = std::fs::read(&p).unwrap();
-            format!("file {:o} mtime {}.{} len {} blake3 {}", m.permissions().mode() & 0o7777, m.mtime(), m.mtime_nsec(), data.len(), blake3::hash(&data).to_hex())
+            format!(
+                "file {:o} mtime {}.{} len {} blake3 {}",
+                m.permissions().mode() & 0o7777,
+                m.mtime(),
+                m.mtime_nsec(),
+                data.len(),
+                blake3::hash(&data).to_hex()
+            )
         };
         out.insert(rel, desc);
     }

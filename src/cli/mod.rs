@@ -152,6 +152,10 @@ enum Cmd {
         verify: bool,
         #[arg(long)]
         threads: Option<usize>,
+        /// Memory for one batch's restore plan (64M, 1G…). A restore whose plan is larger
+        /// runs in batches, and a chunk shared by files in two batches is read once per batch.
+        #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = coffer::restore::parse_memory)]
+        plan_memory: usize,
         #[arg(long)]
         json: bool,
     },
@@ -420,7 +424,20 @@ fn run(cli: Cli) -> Result<i32> {
             })?;
             Ok(0)
         }
-        Cmd::Restore { repo, set, target, mut paths, component, pipe, overwrite, resume, verify, threads, json } => {
+        Cmd::Restore {
+            repo,
+            set,
+            target,
+            mut paths,
+            component,
+            pipe,
+            overwrite,
+            resume,
+            verify,
+            threads,
+            plan_memory,
+            json,
+        } => {
             let r = open(&repo)?;
             let (id, m) = r.resolve_set(&set)?;
             if let Some(c) = &component {
@@ -442,7 +459,15 @@ fn run(cli: Cli) -> Result<i32> {
                 return Ok(0);
             }
             let target = target.context("--target is required")?;
-            let opts = coffer::restore::Options { overwrite, paths, threads, resume, verify, ..Default::default() };
+            let opts = coffer::restore::Options {
+                overwrite,
+                paths,
+                threads,
+                resume,
+                verify,
+                plan_memory,
+                ..Default::default()
+            };
             let progress = output::Progress::restore(opts.counters.clone(), json);
             let rep = coffer::restore::restore(&r, &m, &target, &opts);
             progress.finish();
@@ -454,13 +479,15 @@ fn run(cli: Cli) -> Result<i32> {
                 json_line(&v);
             } else {
                 eprintln!(
-                    "restored set {} into {}: {} files, {} dirs, {} written, {} read from packs, {} files already complete{}, {:.1}s",
+                    "restored set {} into {}: {} files, {} dirs, {} written, {} read from packs in {} ranges{}, {} files already complete{}, {:.1}s",
                     id.short(),
                     target.display(),
                     rep.files,
                     rep.dirs,
                     bytes(rep.bytes),
                     bytes(rep.bytes_read),
+                    rep.ranges,
+                    if rep.batches > 1 { format!(" ({} batches)", rep.batches) } else { String::new() },
                     rep.skipped,
                     if verify { format!(", {} verified", rep.verified) } else { String::new() },
                     rep.duration_s

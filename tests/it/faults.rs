@@ -123,7 +123,8 @@ fn read_data_subsets_cover_every_pack_and_stale_reads_only_unverified() {
 fn a_lost_or_garbage_index_is_a_clear_error_and_repair_rebuilds_it() {
     let env = Env::new();
     let src = populated(&env);
-    let cases: [(&str, fn(&Path)); 3] = [
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage); 3] = [
         ("deleted", |p| std::fs::remove_file(p).unwrap()),
         ("truncated", |p| std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(1000).unwrap()),
         ("garbage", |p| std::fs::write(p, bytes(3, 200_000)).unwrap()),

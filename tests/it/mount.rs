@@ -417,3 +417,82 @@ fn a_killed_restore_resumes_to_an_identical_tree_reading_less() {
     );
     assert_same_tree(&src, &out.join("src"));
 }
+
+/// Restore plans across files: a document uploaded four times, a file repeating its own
+/// content and many small files under read-only directories come back identical while each
+/// needed pack range is read once, in one batch and in many small ones.
+#[test]
+fn restore_reads_each_needed_pack_range_once_across_files() {
+    let env = Env::new();
+    let src = env.path("src");
+    let doc = bytes(1, 3 << 20);
+    for d in ["2024/1/5/9", "2024/2/9/3", "2025/3/1/0", "2025/3/2/7"] {
+        write(&src.join(format!("{d}/upload.bin")), &doc);
+    }
+    write(&src.join("repeats.bin"), &bytes(2, 2 << 20).repeat(3));
+    for i in 0..1200u64 {
+        write(
+            &src.join(format!("store/{:02}/{:02}/f{i:04}.bin", i % 7, i % 13)),
+            &bytes(1000 + i, 2000 + (i as usize % 11) * 1000),
+        );
+    }
+    write(&src.join("store/empty"), b"");
+    std::os::unix::fs::symlink("store/00/00/f0000.bin", src.join("link")).unwrap();
+    for i in 0..7 {
+        std::fs::set_permissions(
+            src.join(format!("store/{i:02}")),
+            std::os::unix::fs::PermissionsExt::from_mode(0o555),
+        )
+        .unwrap();
+    }
+    age_tree(&src, 1_600_000_000);
+    env.init();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let repo = env.repo();
+    let r = repo.to_str().unwrap();
+    let pack_bytes: u64 =
+        walk(&repo.join("packs")).iter().filter(|p| p.is_file()).map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    let file_bytes: u64 =
+        walk(&src).iter().map(|p| std::fs::symlink_metadata(p).unwrap()).filter(|m| m.is_file()).map(|m| m.len()).sum();
+    // Read once per file, the four uploads alone would be 9 MiB over what the packs hold.
+    assert!(file_bytes > pack_bytes + (9 << 20), "the tree should dedup well: {file_bytes} vs {pack_bytes}");
+
+    let restore = |out: &Path, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["restore", "--repo", r, "latest", "--target", out.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&env.ok(&args)).unwrap()
+    };
+    // One batch: every needed range once, so never more than the packs hold.
+    let one = env.path("one");
+    let rep = restore(&one, &[]);
+    assert_same_tree(&src, &one.join("src"));
+    assert_eq!(rep["batches"], 1, "{rep}");
+    assert_eq!(rep["files"], 1206, "{rep}");
+    assert!(rep["bytes_read"].as_u64().unwrap() <= pack_bytes, "read more than the packs hold ({pack_bytes}): {rep}");
+    assert_eq!(rep["bytes"].as_u64().unwrap(), file_bytes, "{rep}");
+
+    // Batches of 64 KiB plans: shared chunks are read once per batch, the tree is the same.
+    let many = env.path("many");
+    let rep = restore(&many, &["--plan-memory", "64K"]);
+    assert_same_tree(&src, &many.join("src"));
+    assert!(rep["batches"].as_u64().unwrap() > 3, "{rep}");
+    let again = restore(&many, &["--plan-memory", "64K", "--resume", "--verify"]);
+    assert_eq!(
+        (again["files"].as_u64(), again["skipped"].as_u64(), again["bytes_read"].as_u64()),
+        (Some(0), Some(1207), Some(0)),
+        "{again}"
+    );
+
+    let bad = env.run(&[
+        "restore",
+        "--repo",
+        r,
+        "latest",
+        "--target",
+        env.path("x").to_str().unwrap(),
+        "--plan-memory",
+        "lots",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("expected a size"), "{}", stderr(&bad));
+}

@@ -49,6 +49,19 @@ pub struct Index {
     conn: Connection,
 }
 
+/// A path as the file part of an SQLite URI: `%`, `?`, `#` and every byte outside printable
+/// ASCII percent-escaped (SQLite decodes them back to the raw bytes).
+fn uri_escape(path: &Path) -> String {
+    let mut out = String::new();
+    for &b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' | 0..=0x20 | 0x7f.. => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(b as char),
+        }
+    }
+    out
+}
+
 fn sql<T>(path: &Path, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::index(path, e))
 }
@@ -72,10 +85,16 @@ impl Index {
         if !path.exists() {
             return Err(Error::corrupt(path, 0, format!("index database is missing; {hint}")));
         }
-        let conn = sql(path, Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE))?;
-        let idx = Index { path: path.to_path_buf(), conn };
         let bad = |what: String| Error::corrupt(path, 0, format!("{what}; {hint}"));
-        idx.configure().map_err(|e| bad(format!("index database unreadable ({e})")))?;
+        let read_only = crate::sys::read_only(path.parent().unwrap_or(Path::new(".")));
+        let idx = if read_only {
+            Index { path: path.to_path_buf(), conn: Index::open_read_only(path)? }
+        } else {
+            let conn = sql(path, Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE))?;
+            let idx = Index { path: path.to_path_buf(), conn };
+            idx.configure().map_err(|e| bad(format!("index database unreadable ({e})")))?;
+            idx
+        };
         let version: i64 = idx
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -92,6 +111,34 @@ impl Index {
             return Err(bad("index database belongs to another repository".into()));
         }
         Ok(idx)
+    }
+
+    /// Opens the catalog of a repository that can't be written (read-only media). Without a
+    /// write-ahead log everything is in the database file, which is then opened `immutable`
+    /// (SQLite needs no -shm file and takes no locks). With one left by an interrupted run,
+    /// SQLite can still read it if its -shm file exists; otherwise the log can't be read and
+    /// the error says how to get at the data.
+    fn open_read_only(path: &Path) -> Result<Connection> {
+        let wal = path.with_extension("sqlite-wal");
+        let pending = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let opened = if pending {
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        } else {
+            Connection::open_with_flags(format!("file:{}?immutable=1", uri_escape(path)), flags)
+        };
+        let conn = opened.and_then(|c| c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map(|()| c));
+        conn.map_err(|e| {
+            let why = if pending {
+                format!(
+                    "the repository is read-only and its index has a write-ahead log ({}) from an interrupted run                      that can't be read without writing; mount it read-write once, or copy the repository ({e})",
+                    wal.display()
+                )
+            } else {
+                format!("the repository is read-only and its index could not be read ({e})")
+            };
+            Error::corrupt(path, 0, why)
+        })
     }
 
     fn configure(&self) -> Result<()> {
@@ -638,6 +685,31 @@ mod tests {
         assert_eq!(idx.lookup(&e.id).unwrap(), Some(Location { pack: pack.id, entry: e }));
         assert_eq!(idx.lookup(&ChunkId(id(2))).unwrap(), None);
         assert!(Index::open(&p, "other").is_err());
+    }
+
+    #[test]
+    fn a_closed_catalog_opens_immutable_under_an_awkward_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("backup disk?#%ü");
+        std::fs::create_dir(&sub).unwrap();
+        let p = sub.join("index.sqlite");
+        let mut idx = Index::create(&p, "r1").unwrap();
+        let e = Entry {
+            id: ChunkId(id(7)),
+            kind: BlobKind::Data,
+            compression: Compression::None,
+            offset: 0,
+            stored_len: 3,
+            raw_len: 3,
+        };
+        idx.add_pack(&Finished { id: PackId(id(70)), size: 50, entries: vec![e] }, 0).unwrap();
+        drop(idx);
+        assert!(!p.with_extension("sqlite-wal").exists(), "a clean close leaves no write-ahead log");
+        let idx = Index { path: p.clone(), conn: Index::open_read_only(&p).unwrap() };
+        assert_eq!(idx.lookup(&e.id).unwrap().map(|l| l.pack), Some(PackId(id(70))));
+        let err = idx.set_verified(&PackId(id(70)), 5).unwrap_err();
+        assert!(err.to_string().contains("index.sqlite"), "{err}");
+        assert_eq!(uri_escape(Path::new("/a b/c?d#e%f/ü")), "/a%20b/c%3Fd%23e%25f/%C3%BC");
     }
 
     #[test]

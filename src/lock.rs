@@ -122,6 +122,17 @@ pub fn remove_stale(locks: &Path) -> Result<Vec<String>> {
 }
 
 impl Lease {
+    /// The lease of a command that only reads (restore, dump, mount, ls, verify): shared, so
+    /// a prune can't delete packs under it. A repository on read-only storage can't hold
+    /// leases, and can't be pruned either, so it is read without one (said through `notify`).
+    pub fn acquire_reader(repo: &Path, command: &str, notify: &mut dyn FnMut(String)) -> Result<Option<Lease>> {
+        if crate::sys::read_only(&repo.join("locks")) {
+            notify(format!("{} is read-only: reading it without a lease", repo.display()));
+            return Ok(None);
+        }
+        Lease::acquire(repo, LeaseKind::Shared, command, notify).map(Some)
+    }
+
     /// Takes a lease of `kind` in `repo/locks`, reclaiming stale ones (their removal is
     /// reported through `notify`).
     pub fn acquire(repo: &Path, kind: LeaseKind, command: &str, notify: &mut dyn FnMut(String)) -> Result<Lease> {

@@ -182,6 +182,7 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     if !(0.0..=1.0).contains(&opts.max_unused) {
         return Err(Error::InvalidInput(format!("max_unused {} is outside 0..=1", opts.max_unused)));
     }
+    repo.writable("prune")?;
     let _lease = Lease::acquire(&repo.root, LeaseKind::Exclusive, "prune", notify)?;
     if !opts.dry_run {
         repo.clean_tmp();

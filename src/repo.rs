@@ -28,6 +28,9 @@ pub struct Repo {
     pub root: PathBuf,
     pub config: Config,
     pub hasher: Hasher,
+    /// The repository can't be written (read-only media): it is read without leases, and
+    /// `verify` does not record verification times.
+    pub read_only: bool,
     /// One catalog connection per worker thread (connections are not `Sync`).
     indexes: Vec<Mutex<Option<Index>>>,
     open_packs: Mutex<HashMap<PackId, Arc<File>>>,
@@ -105,12 +108,24 @@ impl Repo {
             root: root.to_path_buf(),
             hasher: Hasher::new(config.key()),
             config,
+            read_only: crate::sys::read_only(root),
             indexes: (0..threads).map(|_| Mutex::new(None)).collect(),
             open_packs: Mutex::new(HashMap::new()),
         };
         // Open one connection now so a damaged catalog is reported at open, not mid-run.
         drop(repo.index()?);
         Ok(repo)
+    }
+
+    /// Fails, naming the repository, when it can't be written and `command` must write.
+    pub fn writable(&self, command: &str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::InvalidInput(format!(
+                "{}: the repository is on read-only storage (or not writable by this user); `{command}` needs to write to it",
+                self.root.display()
+            )));
+        }
+        Ok(())
     }
 
     /// A catalog connection for the calling thread.

@@ -215,6 +215,9 @@ pub fn forget(repo: &Repo, opts: &ForgetOptions, notify: &mut dyn FnMut(String))
     if opts.policy.is_empty() {
         decide(&opts.policy, &[])?;
     }
+    if !opts.dry_run {
+        repo.writable("forget")?;
+    }
     let _lease =
         if opts.dry_run { None } else { Some(Lease::acquire(&repo.root, LeaseKind::Shared, "forget", notify)?) };
     let mut by_name: std::collections::BTreeMap<String, Vec<(SetId, crate::set::Manifest)>> = Default::default();

@@ -59,3 +59,14 @@ pub fn ids() -> (u32, u32) {
     // SAFETY: geteuid/getegid have no preconditions.
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
+
+/// Whether `path` (a directory of the repository) can't be written by this process: a
+/// read-only mount (`EROFS`) or missing permission. A repository on write-protected media is
+/// still read: restore, dump, mount, ls and verify open it read-only.
+pub fn read_only(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: access() only reads the NUL-terminated path we own for the call's duration.
+    let r = unsafe { libc::access(c.as_ptr(), libc::W_OK) };
+    r != 0 && matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM))
+}

@@ -198,7 +198,9 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
             Ok((n, None)) => {
                 rep.packs_read += 1;
                 rep.bytes_read += n;
-                repo.index()?.set_verified(id, opts.now)?;
+                if !repo.read_only {
+                    repo.index()?.set_verified(id, opts.now)?;
+                }
             }
             Ok((n, Some(why))) => {
                 // The trailer reads, so only the chunks that fail are damaged.

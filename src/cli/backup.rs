@@ -1,0 +1,201 @@
+//! `init`, `backup` and `init-set`: create a repository, add a set, write a set definition.
+
+use super::output::{self, bytes, line};
+use super::{json_line, notify, now, open, RepoArg, EXIT_DAMAGE, EXIT_PARTIAL};
+use anyhow::{bail, Context, Result};
+use coffer::repo::Repo;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// zstd level for new chunks (1-22).
+    #[arg(long, default_value_t = 3)]
+    compression_level: i32,
+}
+
+impl InitArgs {
+    pub fn run(self) -> Result<i32> {
+        let InitArgs { repo, compression_level } = self;
+        let r = Repo::init(&repo.repo, compression_level, now())?;
+        line(&format!("created coffer repository {} at {}", r.config.repository_id, repo.repo.display()));
+        Ok(0)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// Name of the set (default: "default").
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Print one JSON object describing the run on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Read every file even if the files cache says it is unchanged.
+    #[arg(long)]
+    no_cache: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Back up the set described by this definition file (TOML; see `coffer init-set`).
+    #[arg(long = "set", value_name = "FILE", conflicts_with = "paths")]
+    set_file: Option<PathBuf>,
+    /// Fail instead of warning when the repository shares a filesystem with a source.
+    #[arg(long)]
+    strict: bool,
+    /// Directories or files; each becomes a component named after its last element.
+    paths: Vec<PathBuf>,
+}
+
+impl BackupArgs {
+    pub fn run(self) -> Result<i32> {
+        let BackupArgs { repo, name, tags, json, no_cache, threads, set_file, strict, paths } = self;
+        let r = open(&repo)?;
+        let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
+        let (sources, checked_paths) = match &def {
+            Some(d) => (d.sources(), d.source_paths()),
+            None => {
+                if paths.is_empty() {
+                    bail!("nothing to back up: give one or more paths, or --set FILE");
+                }
+                let mut sources = Vec::new();
+                let mut checked = Vec::new();
+                for p in &paths {
+                    let canon = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
+                    let name =
+                        canon.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+                    checked.push((name.clone(), canon.clone()));
+                    sources.push(coffer::backup::Source::Path { name, path: canon });
+                }
+                (sources, checked)
+            }
+        };
+        let strict = strict || def.as_ref().is_some_and(|d| d.strict);
+        let same = coffer::backup::same_filesystem(&repo.repo, &checked_paths);
+        for w in &same {
+            eprintln!("coffer: {}: {w}", if strict { "error" } else { "warning" });
+        }
+        if strict && !same.is_empty() {
+            bail!("refusing to back up onto the same filesystem as a source (--strict)");
+        }
+        let set_name = name.or_else(|| def.as_ref().map(|d| d.name.clone())).unwrap_or_else(|| "default".into());
+        let mut opts = coffer::backup::Options::new(&set_name);
+        opts.tags = if tags.is_empty() { def.as_ref().map(|d| d.tags.clone()).unwrap_or_default() } else { tags };
+        opts.threads = threads;
+        opts.use_cache = !no_cache;
+        opts.notify = notify();
+        let progress = output::Progress::backup(opts.counters.clone(), json);
+        let report = coffer::backup::run(&r, &sources, &opts);
+        progress.finish();
+        let report = report?;
+        // The set's own consistency: its dump against its contentstore.
+        let mut consistency = None;
+        if let Some(d) = def.as_ref().filter(|d| d.consistency.enabled) {
+            let m = &report.manifest;
+            if m.component(&d.consistency.dump_component).is_some()
+                && m.component(&d.consistency.contentstore_component).is_some()
+            {
+                consistency = Some(coffer::verify::set_consistency(&r, m, &d.consistency.target()));
+            }
+        }
+        print_backup(&report, json, consistency.as_ref());
+        let code = match &consistency {
+            Some(Ok(c)) if !c.is_ok() => EXIT_DAMAGE,
+            Some(Err(_)) => EXIT_DAMAGE,
+            _ if !report.problems.is_empty() => EXIT_PARTIAL,
+            _ => 0,
+        };
+        Ok(code)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct InitSetArgs {
+    /// Alfresco's dir.root (alf_data).
+    #[arg(long)]
+    dir_root: PathBuf,
+    /// The database pg_dump should dump.
+    #[arg(long, default_value = "alfresco")]
+    db_name: String,
+    /// Write here instead of stdout (refuses to overwrite).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+impl InitSetArgs {
+    pub fn run(self) -> Result<i32> {
+        let InitSetArgs { dir_root, db_name, output } = self;
+        let text = coffer::setdef::alfresco_template(&dir_root, &db_name);
+        match output {
+            Some(p) => {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)
+                    .with_context(|| format!("{}", p.display()))?;
+                std::io::Write::write_all(&mut f, text.as_bytes()).with_context(|| format!("{}", p.display()))?;
+                eprintln!("wrote {}", p.display());
+            }
+            None => print!("{text}"),
+        }
+        Ok(0)
+    }
+}
+
+fn print_backup(
+    r: &coffer::backup::Report,
+    json: bool,
+    consistency: Option<&coffer::Result<coffer::consistency::ConsistencyReport>>,
+) {
+    if let Some(c) = consistency {
+        match c {
+            Ok(c) if !json => eprint!("{}", c.summary()),
+            Err(e) => eprintln!("coffer: consistency check failed: {e}"),
+            _ => {}
+        }
+    }
+    if json {
+        json_line(&serde_json::json!({
+            "set": r.set.to_hex(),
+            "name": r.manifest.name,
+            "files": {"new": r.files_new, "changed": r.files_changed, "unchanged": r.files_unchanged},
+            "dirs": r.dirs,
+            "bytes": r.bytes,
+            "bytes_read": r.bytes_read,
+            "bytes_stored": r.bytes_stored,
+            "chunks_new": r.chunks_new,
+            "packs": r.packs,
+            "duration_s": r.duration_s,
+            "problems": r.problems,
+            "consistency": consistency.map(|c| match c {
+                Ok(c) => serde_json::json!({"ok": c.is_ok(), "report": c}),
+                Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+            }),
+            "components": r.manifest.components.iter().map(|c| serde_json::json!({
+                "name": c.name, "kind": c.kind, "files": c.files, "bytes": c.bytes, "stored_bytes": c.stored_bytes,
+                "started": c.started, "finished": c.finished,
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        for p in &r.problems {
+            eprintln!("coffer: not backed up: {p}");
+        }
+        eprintln!(
+            "set {} committed: {} files ({} new, {} changed, {} unchanged), {} read, {} added to the repository, {:.1}s",
+            r.set.short(),
+            r.files_new + r.files_changed + r.files_unchanged,
+            r.files_new,
+            r.files_changed,
+            r.files_unchanged,
+            bytes(r.bytes_read),
+            bytes(r.bytes_stored),
+            r.duration_s
+        );
+        line(&r.set.to_hex());
+    }
+}

@@ -1,7 +1,7 @@
 //! `verify`, `repair` and `unlock`: check sets are restorable, rebuild the index, clear stale leases.
 
 use super::output::{self, bytes, line};
-use super::{json_line, open, RepoArg, EXIT_DAMAGE};
+use super::{json_line, open, reader_lease, RepoArg, EXIT_DAMAGE};
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use coffer::repo::Repo;
@@ -79,9 +79,7 @@ impl VerifyArgs {
             }
             return Ok(if rep.is_ok() && order.is_empty() { 0 } else { EXIT_DAMAGE });
         }
-        let _lease = coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Shared, "verify", &mut |m| {
-            eprintln!("coffer: {m}")
-        })?;
+        let _lease = reader_lease(&r, "verify")?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let progress = std::sync::Arc::new(coffer::verify::Progress::default());
         let shown = output::Progress::verify(progress.clone(), json);
@@ -128,6 +126,9 @@ impl RepairIndexArgs {
     pub fn run(self) -> Result<i32> {
         let RepairIndexArgs { repo } = self;
         let cfg = coffer::config::Config::load(&Repo::config_path(&repo.repo))?;
+        if coffer::sys::read_only(&repo.repo) {
+            bail!("{}: the repository is on read-only storage (or not writable by this user); `repair index` needs to write to it", repo.repo.display());
+        }
         let _lease =
             coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Exclusive, "repair index", &mut |m| {
                 eprintln!("coffer: {m}")
@@ -151,7 +152,7 @@ pub struct UnlockArgs {
 impl UnlockArgs {
     pub fn run(self) -> Result<i32> {
         let UnlockArgs { repo } = self;
-        let _ = Repo::open(&repo.repo)?;
+        Repo::open(&repo.repo)?.writable("unlock")?;
         let msgs = coffer::lock::remove_stale(&repo.repo.join("locks"))?;
         for m in &msgs {
             line(m);

@@ -364,3 +364,74 @@ fn leases_block_live_holders_and_reclaim_stale_ones() {
     assert!(out.contains("old.lease"), "{out}");
     assert!(live_path.exists() && !repo.join("locks/old.lease").exists());
 }
+
+/// A repository on read-only storage (a backup disk mounted `ro` for a restore) is still read:
+/// sets, ls, restore, dump and `verify --read-data` work without leases, and commands that
+/// must write fail naming the repository. An index left with a write-ahead log by a killed
+/// backup stays readable.
+#[test]
+fn a_repository_on_read_only_storage_is_still_read() {
+    let env = Env::new();
+    let disk = env.path("disk");
+    let fs = SmallFs::mount(&disk, "256m");
+    let repo = disk.join("repo");
+    let r = repo.to_str().unwrap();
+    let src = env.path("docs");
+    for i in 0..20 {
+        write(&src.join(format!("small/note{i}.txt")), format!("note {i}\n").repeat(300).as_bytes());
+    }
+    write(&src.join("big.bin"), &bytes(3, 5 << 20));
+    env.ok(&["init", "--repo", r]);
+    env.ok(&["backup", "--repo", r, src.to_str().unwrap()]);
+    let first = env.ok(&["sets", "--repo", r, "--json"]);
+
+    // A second backup killed once it has committed packs to the index's write-ahead log.
+    let more = env.path("more");
+    for i in 0..6 {
+        write(&more.join(format!("m{i}.bin")), &bytes(100 + i, 24 << 20));
+    }
+    let wal = repo.join("index.sqlite-wal");
+    let mut child = Command::new(coffer_bin())
+        .args(["backup", "--repo", r, more.to_str().unwrap()])
+        .env("COFFER_CACHE_DIR", env.path("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("backup finished ({st}) before its index log could be caught");
+        }
+        std::thread::yield_now();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let remount = |how: &str| {
+        let o = Command::new("mount").args(["-o", &format!("remount,{how}"), disk.to_str().unwrap()]).output().unwrap();
+        assert!(o.status.success(), "remount {how}: {}", stderr(&o));
+    };
+    remount("ro");
+
+    // Reading works: the killed run left no set, the first one is whole.
+    assert_eq!(env.ok(&["sets", "--repo", r, "--json"]), first);
+    assert!(env.ok(&["ls", "--repo", r, "latest", "docs/small"]).contains("note7.txt"));
+    let out = env.path("out");
+    let o = env.run(&["restore", "--repo", r, "latest", "--target", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("read-only: reading it without a lease"), "{}", stderr(&o));
+    assert_same_tree(&src, &out.join("docs"));
+    let dumped = env.run(&["dump", "--repo", r, "latest", "docs/big.bin"]);
+    assert!(dumped.status.success(), "{}", stderr(&dumped));
+    assert_eq!(dumped.stdout, bytes(3, 5 << 20));
+    let (code, err) = env.verify(&repo, &["--read-data"]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // Writing fails up front, naming the repository.
+    for args in [vec!["backup", "--repo", r, src.to_str().unwrap()], vec!["prune", "--repo", r]] {
+        let o = env.run(&args);
+        assert!(!o.status.success(), "{args:?} succeeded on a read-only repository");
+        assert!(stderr(&o).contains(r) && stderr(&o).contains("read-only"), "{args:?}: {}", stderr(&o));
+    }
+    remount("rw");
+    drop(fs);
+}

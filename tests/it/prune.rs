@@ -250,6 +250,33 @@ fn prune_and_backups_exclude_each_other() {
     assert_eq!((set_files(&repo), packs(&repo)), (sets, files), "a locked-out prune changes nothing");
     drop(lease);
 
+    // A reader holds a shared lease too: prune waits for a dump stalled on a full pipe.
+    let mut dump = Command::new(coffer_bin())
+        .args(["dump", "--repo", repo.to_str().unwrap(), "latest"])
+        .env("COFFER_CACHE_DIR", env.path("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = || {
+        std::fs::read_dir(repo.join("locks"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("shared-"))
+    };
+    while !held() {
+        assert!(dump.try_wait().unwrap().is_none(), "dump ended before its lease was seen");
+        std::thread::yield_now();
+    }
+    let (sets, files) = (set_files(&repo), packs(&repo));
+    let o = env.run(&["prune", "--repo", repo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("locked") && stderr(&o).contains("dump"), "{}", stderr(&o));
+    assert_eq!((set_files(&repo), packs(&repo)), (sets, files), "a locked-out prune changes nothing");
+    drop(dump.stdout.take());
+    let o = dump.wait_with_output().unwrap();
+    assert!(o.status.success(), "a dump whose reader went away ends quietly: {:?} {}", o.status, stderr(&o));
+    assert!(!held(), "the dump's lease outlived it");
+
     // Real processes racing: each either finishes or fails cleanly with "locked", and no
     // committed set ever names a chunk that is gone.
     for round in 0..4u64 {

@@ -66,7 +66,12 @@ impl Restorer<'_> {
             vec![true; jobs.len()]
         };
         let batch = Batch {
-            remaining: jobs.iter().map(|j| AtomicUsize::new(j.node.content.len())).collect(),
+            // Files kept by `resume` wait for nothing.
+            remaining: jobs
+                .iter()
+                .zip(&wanted)
+                .map(|(j, &w)| AtomicUsize::new(if w { j.node.content.len() } else { 0 }))
+                .collect(),
             created: jobs.iter().map(|_| Mutex::new(false)).collect(),
             jobs,
             wanted,
@@ -132,7 +137,14 @@ impl Restorer<'_> {
             }
         }
         ranges.par_iter().try_for_each(|r| self.restore_range(&batch, &need, r))?;
-        debug_assert!(batch.remaining.iter().all(|r| r.load(Relaxed) == 0));
+        // Every wanted file was finished by its last write; say so loudly if one was not.
+        if let Some(i) = batch.remaining.iter().position(|r| r.load(Relaxed) != 0) {
+            return Err(Error::Failed(format!(
+                "{}: not completely written (internal error: {} chunk references left)",
+                batch.jobs[i].path.display(),
+                batch.remaining[i].load(Relaxed)
+            )));
+        }
         Ok(())
     }
 

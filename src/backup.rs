@@ -18,7 +18,7 @@ use crate::walk::Walker;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// One component to capture.
@@ -82,6 +82,8 @@ pub struct Report {
     pub bytes_stored: u64,
     pub chunks_new: u64,
     pub packs: u64,
+    /// Whether the Bloom filter over the catalog was built (only when enough chunks were new).
+    pub filter_built: bool,
     pub duration_s: f64,
     /// Files that could not be read (the set is committed without them).
     pub problems: Vec<String>,
@@ -116,7 +118,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
 
     let (filter, epoch) = {
         let idx = repo.index()?;
-        (RwLock::new(sink::build_filter(&idx)?), idx.epoch()?)
+        (sink::LazyFilter::new(idx.chunk_estimate()?), idx.epoch()?)
     };
     let pending: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
     let counters = &*opts.counters;
@@ -233,6 +235,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         bytes_stored: counters.pack_bytes.load(Relaxed),
         chunks_new: counters.chunks_new.load(Relaxed),
         packs: counters.packs.load(Relaxed),
+        filter_built: filter.is_built(),
         duration_s: t0.elapsed().as_secs_f64(),
         problems,
         manifest,

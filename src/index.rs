@@ -264,6 +264,13 @@ impl Index {
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
+    /// About how many chunks the catalog holds, cheaply (from the pack rows; an id stored in
+    /// two packs counts twice).
+    pub fn chunk_estimate(&self) -> Result<u64> {
+        sql(&self.path, self.conn.query_row("SELECT coalesce(sum(chunks), 0) FROM packs", [], |r| r.get::<_, i64>(0)))
+            .map(|v| v as u64)
+    }
+
     pub fn chunk_count(&self) -> Result<u64> {
         sql(&self.path, self.conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0)))
             .map(|v| v as u64)

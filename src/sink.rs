@@ -8,6 +8,9 @@
 //!   filter once their pack is durable and its index rows committed, so memory stays bounded
 //!   by the size of the packs in flight, not by the repository.
 //! - Only chunks not already stored are compressed.
+//! - The Bloom filter in front of the catalog is built only once it pays ([`LazyFilter`]): a
+//!   nightly run, whose chunks and trees are nearly all known, asks the catalog directly and
+//!   never reads every chunk id of a large repository.
 //! - The channel to the writer is bounded: at most `CHANNEL_BLOBS` blobs (each at most the
 //!   chunker's maximum size) wait in memory, which is the pipeline's in-flight byte budget.
 
@@ -21,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 /// Blobs waiting for the writer, at most (each ≤ the chunker's max size).
 pub const CHANNEL_BLOBS: usize = 16;
@@ -60,10 +63,78 @@ pub struct Sink<'a> {
     pub hasher: Hasher,
     level: i32,
     repo: &'a Repo,
-    filter: &'a RwLock<Filter>,
+    filter: &'a LazyFilter,
     pending: &'a Mutex<HashSet<ChunkId>>,
     tx: Sender<Blob>,
     pub counters: &'a Counters,
+}
+
+/// Building the filter costs about one catalog lookup per this many indexed chunks (reading
+/// an id while streaming the table vs. a B-tree search, measured: ~0.25 µs vs ~6 µs).
+const BUILD_RATIO: u64 = 16;
+
+/// The Bloom filter over the catalog's chunk ids, built on demand. Until it exists, claims ask
+/// the catalog directly; each lookup that finds a chunk new (the only kind the filter would
+/// have answered alone) counts, and once they reach 1/[`BUILD_RATIO`] of the catalog's size
+/// the filter is built. So a run never spends more than about twice what the better of the
+/// two strategies would, and a nightly run over a large repository skips the build.
+///
+/// Committed ids reach the filter through [`LazyFilter::insert_committed`]. Both it and the
+/// build hold `guard`: an id committed before the build starts is read by the build, one
+/// committed after it ends is inserted, and none falls between.
+pub struct LazyFilter {
+    filter: OnceLock<RwLock<Filter>>,
+    guard: Mutex<()>,
+    misses: AtomicU64,
+    threshold: u64,
+}
+
+impl LazyFilter {
+    /// `chunks`: about how many chunks the catalog holds.
+    pub fn new(chunks: u64) -> LazyFilter {
+        LazyFilter {
+            filter: OnceLock::new(),
+            guard: Mutex::new(()),
+            misses: AtomicU64::new(0),
+            threshold: chunks / BUILD_RATIO,
+        }
+    }
+
+    pub fn is_built(&self) -> bool {
+        self.filter.get().is_some()
+    }
+
+    /// `None` until built; then whether the catalog may hold `id` (`false` is certain).
+    fn may_contain(&self, id: &ChunkId) -> Option<bool> {
+        self.filter.get().map(|f| f.read().unwrap_or_else(|p| p.into_inner()).may_contain(&id.0))
+    }
+
+    /// Counts a lookup that found a chunk new; builds the filter when they have cost enough.
+    fn missed(&self, index: &Index) -> Result<()> {
+        if self.misses.fetch_add(1, Relaxed) + 1 >= self.threshold && !self.is_built() {
+            self.build(index)?;
+        }
+        Ok(())
+    }
+
+    pub fn build(&self, index: &Index) -> Result<()> {
+        let _g = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_built() {
+            let _ = self.filter.set(RwLock::new(build_filter(index)?));
+        }
+        Ok(())
+    }
+
+    /// Adds ids whose index rows are committed.
+    fn insert_committed<'i>(&self, ids: impl Iterator<Item = &'i ChunkId>) {
+        let _g = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = self.filter.get() {
+            let mut f = f.write().unwrap_or_else(|p| p.into_inner());
+            for id in ids {
+                f.insert(&id.0);
+            }
+        }
+    }
 }
 
 impl<'a> Sink<'a> {
@@ -71,7 +142,7 @@ impl<'a> Sink<'a> {
         hasher: Hasher,
         level: i32,
         repo: &'a Repo,
-        filter: &'a RwLock<Filter>,
+        filter: &'a LazyFilter,
         pending: &'a Mutex<HashSet<ChunkId>>,
         tx: Sender<Blob>,
         counters: &'a Counters,
@@ -85,8 +156,19 @@ impl<'a> Sink<'a> {
         if !claimed {
             return Ok(false);
         }
-        let maybe = self.filter.read().unwrap_or_else(|p| p.into_inner()).may_contain(&id.0);
-        if maybe && self.repo.index()?.contains(id)? {
+        let stored = match self.filter.may_contain(id) {
+            Some(false) => false,
+            Some(true) => self.repo.index()?.contains(id)?,
+            None => {
+                let idx = self.repo.index()?;
+                let stored = idx.contains(id)?;
+                if !stored {
+                    self.filter.missed(&idx)?;
+                }
+                stored
+            }
+        };
+        if stored {
             self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
             return Ok(false);
         }
@@ -128,7 +210,7 @@ pub fn write_packs(
     mut index: Index,
     rx: Receiver<Blob>,
     target: u64,
-    filter: &RwLock<Filter>,
+    filter: &LazyFilter,
     pending: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
     now: i64,
@@ -195,7 +277,7 @@ pub fn write_packs(
 fn seal(
     closed: pack::Closed,
     index: &mut Index,
-    filter: &RwLock<Filter>,
+    filter: &LazyFilter,
     pending: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
     now: i64,
@@ -204,15 +286,71 @@ fn seal(
     index.add_pack(&finished, now)?;
     counters.pack_bytes.fetch_add(finished.size, Relaxed);
     counters.packs.fetch_add(1, Relaxed);
-    {
-        let mut f = filter.write().unwrap_or_else(|p| p.into_inner());
-        for e in &finished.entries {
-            f.insert(&e.id.0);
-        }
-    }
+    filter.insert_committed(finished.entries.iter().map(|e| &e.id));
     let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
     for e in &finished.entries {
         p.remove(&e.id);
     }
     Ok(finished.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Id;
+    use crate::pack::{Entry, Finished};
+
+    fn cid(i: u64) -> ChunkId {
+        ChunkId(Id(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+    }
+
+    fn add(idx: &mut Index, pack: u64, ids: std::ops::Range<u64>) {
+        let entries = ids
+            .map(|i| Entry {
+                id: cid(i),
+                kind: BlobKind::Data,
+                compression: Compression::None,
+                offset: i * 10,
+                stored_len: 10,
+                raw_len: 10,
+            })
+            .collect();
+        idx.add_pack(&Finished { id: PackId(Id(*blake3::hash(&pack.to_be_bytes()).as_bytes())), size: 1, entries }, 0)
+            .unwrap();
+    }
+
+    #[test]
+    fn the_filter_is_built_after_enough_misses_and_misses_no_committed_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::create(&dir.path().join("index.sqlite"), "r").unwrap();
+        add(&mut idx, 1, 0..64);
+        let f = LazyFilter::new(idx.chunk_estimate().unwrap());
+        assert_eq!(f.threshold, 64 / BUILD_RATIO);
+        for _ in 1..f.threshold {
+            f.missed(&idx).unwrap();
+        }
+        assert_eq!(f.may_contain(&cid(3)), None, "built before the misses paid for it");
+        // Rows committed while the filter does not exist yet are read by the build.
+        add(&mut idx, 2, 64..70);
+        f.insert_committed([cid(64)].iter());
+        f.missed(&idx).unwrap();
+        assert!(f.is_built());
+        assert!((0..70).all(|i| f.may_contain(&cid(i)) == Some(true)), "a false negative");
+        // Rows committed after the build are inserted.
+        add(&mut idx, 3, 70..80);
+        f.insert_committed((70..80).map(cid).collect::<Vec<_>>().iter());
+        assert!((70..80).all(|i| f.may_contain(&cid(i)) == Some(true)), "a false negative");
+        let unknown = (1000..2000).filter(|&i| f.may_contain(&cid(i)) == Some(true)).count();
+        assert!(unknown < 50, "{unknown} of 1000 unknown ids pass the filter");
+    }
+
+    #[test]
+    fn an_empty_catalog_builds_at_the_first_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::create(&dir.path().join("index.sqlite"), "r").unwrap();
+        let f = LazyFilter::new(idx.chunk_estimate().unwrap());
+        f.missed(&idx).unwrap();
+        assert!(f.is_built());
+        assert_eq!(f.may_contain(&cid(1)), Some(false));
+    }
 }

@@ -169,6 +169,7 @@ fn print_backup(
             "bytes_read": r.bytes_read,
             "bytes_stored": r.bytes_stored,
             "chunks_new": r.chunks_new,
+            "filter_built": r.filter_built,
             "packs": r.packs,
             "duration_s": r.duration_s,
             "problems": r.problems,

@@ -342,3 +342,48 @@ fn unreadable_files_are_reported_and_the_run_exits_3() {
     let ls = String::from_utf8_lossy(&ls.stdout);
     assert!(ls.contains("src/ok.txt") && !ls.contains("secret.txt"), "{ls}");
 }
+
+/// The Bloom filter over the catalog is built only when enough chunks are new to pay for it:
+/// the first backup builds it, a night with two changed documents and a full re-read with
+/// nothing changed ask the catalog directly, a big batch of new documents builds it again;
+/// dedup is exact every time.
+#[test]
+fn the_chunk_filter_is_built_only_when_it_pays() {
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..200u64 {
+        write(&src.join(format!("store/{}/doc{i}.bin", i % 10)), &bytes(3000 + i, 20_000));
+    }
+    age_tree(&src, 1_600_000_000);
+    env.init();
+    let s = src.to_str().unwrap();
+    let first = env.backup_json(&[s]);
+    assert_eq!(first["filter_built"], true, "{first}");
+
+    let t = filetime::FileTime::from_unix_time(1_600_000_100, 0);
+    for i in [3u64, 13] {
+        let p = src.join(format!("store/3/doc{i}.bin"));
+        std::fs::write(&p, bytes(9000 + i, 20_000)).unwrap();
+        filetime::set_file_times(&p, t, t).unwrap();
+    }
+    let night = env.backup_json(&["--no-cache", s]);
+    assert_eq!(night["filter_built"], false, "{night}");
+    // Two documents, their directory's tree, store/ and the root: nothing else is new.
+    assert_eq!(night["chunks_new"].as_u64(), Some(5), "{night}");
+
+    let same = env.backup_json(&["--no-cache", s]);
+    assert_eq!((same["filter_built"].as_bool(), same["chunks_new"].as_u64()), (Some(false), Some(0)), "{same}");
+
+    for i in 0..100u64 {
+        write(&src.join(format!("new/doc{i}.bin")), &bytes(20_000 + i, 20_000));
+    }
+    let busy = env.backup_json(&[s]);
+    assert_eq!(busy["filter_built"], true, "{busy}");
+    assert_eq!(busy["chunks_new"].as_u64(), Some(102), "{busy}");
+
+    let out = env.path("out");
+    env.ok(&["restore", "--repo", env.repo().to_str().unwrap(), "latest", "--target", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out.join("src"));
+    let (code, msg) = env.verify(&env.repo(), &["--read-data"]);
+    assert_eq!(code, Some(0), "{msg}");
+}

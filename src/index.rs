@@ -62,6 +62,45 @@ fn uri_escape(path: &Path) -> String {
     out
 }
 
+/// What [`insert_pack`] does with a chunk that already has a row.
+#[derive(Clone, Copy)]
+enum Existing {
+    /// Keep its first location (a backup: a concurrent run stored it too).
+    Keep,
+    /// Point it at the new pack (prune moved it there).
+    Repoint,
+}
+
+/// Inserts a pack row (if new) and its chunks' rows inside `tx`. Returns the pack's row.
+fn insert_pack(tx: &rusqlite::Transaction, path: &Path, pack: &Finished, now: i64, existing: Existing) -> Result<i64> {
+    sql(
+        path,
+        tx.execute(
+            "INSERT OR IGNORE INTO packs (id, size, chunks, created) VALUES (?1, ?2, ?3, ?4)",
+            params![&pack.id.as_bytes()[..], pack.size as i64, pack.entries.len() as i64, now],
+        ),
+    )?;
+    let n: i64 = sql(path, tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
+    let insert = match existing {
+        Existing::Keep => "INSERT OR IGNORE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        Existing::Repoint => "INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    };
+    let mut st = sql(path, tx.prepare_cached(insert))?;
+    for e in &pack.entries {
+        let row = params![
+            &e.id.as_bytes()[..],
+            n,
+            e.offset as i64,
+            e.stored_len as i64,
+            e.raw_len as i64,
+            e.kind as u8 as i64,
+            e.compression as u8 as i64
+        ];
+        sql(path, st.execute(row))?;
+    }
+    Ok(n)
+}
+
 fn sql<T>(path: &Path, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::index(path, e))
 }
@@ -211,33 +250,7 @@ impl Index {
     pub fn add_pack(&mut self, pack: &Finished, now: i64) -> Result<()> {
         let path = self.path.clone();
         let tx = sql(&path, self.conn.transaction())?;
-        {
-            sql(
-                &path,
-                tx.execute(
-                    "INSERT OR IGNORE INTO packs (id, size, chunks, created) VALUES (?1, ?2, ?3, ?4)",
-                    params![&pack.id.as_bytes()[..], pack.size as i64, pack.entries.len() as i64, now],
-                ),
-            )?;
-            let n: i64 =
-                sql(&path, tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
-            let mut st =
-                sql(&path, tx.prepare_cached("INSERT OR IGNORE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
-            for e in &pack.entries {
-                sql(
-                    &path,
-                    st.execute(params![
-                        &e.id.as_bytes()[..],
-                        n,
-                        e.offset as i64,
-                        e.stored_len as i64,
-                        e.raw_len as i64,
-                        e.kind as u8 as i64,
-                        e.compression as u8 as i64
-                    ]),
-                )?;
-            }
-        }
+        insert_pack(&tx, &path, pack, now, Existing::Keep)?;
         sql(&path, tx.commit())
     }
 
@@ -532,33 +545,7 @@ impl Rewrite<'_> {
 
     /// Records a new (durable) pack; its chunks' rows are repointed to it. Returns its row.
     pub fn add_pack(&self, pack: &Finished, now: i64) -> Result<i64> {
-        let p = &self.path;
-        sql(
-            p,
-            self.tx.execute(
-                "INSERT OR IGNORE INTO packs (id, size, chunks, created) VALUES (?1, ?2, ?3, ?4)",
-                params![&pack.id.as_bytes()[..], pack.size as i64, pack.entries.len() as i64, now],
-            ),
-        )?;
-        let n: i64 =
-            sql(p, self.tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
-        let mut st =
-            sql(p, self.tx.prepare_cached("INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
-        for e in &pack.entries {
-            sql(
-                p,
-                st.execute(params![
-                    &e.id.as_bytes()[..],
-                    n,
-                    e.offset as i64,
-                    e.stored_len as i64,
-                    e.raw_len as i64,
-                    e.kind as u8 as i64,
-                    e.compression as u8 as i64
-                ]),
-            )?;
-        }
-        Ok(n)
+        insert_pack(&self.tx, &self.path, pack, now, Existing::Repoint)
     }
 
     /// Drops pack row `n` and the rows of chunks still pointing into it (those not moved).

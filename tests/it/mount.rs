@@ -304,9 +304,7 @@ fn dump_and_restore_of_a_sparse_file_over_8_gib() {
 
     // A restore reads the zero chunk once and leaves holes.
     let out = env.path("out");
-    let rep: serde_json::Value =
-        serde_json::from_str(&env.ok(&["restore", "--repo", r, "latest", "--target", out.to_str().unwrap(), "--json"]))
-            .unwrap();
+    let rep = env.restore_json(&env.repo(), &out, &[]);
     assert!(rep["bytes_read"].as_u64().unwrap() < 64 << 20, "{rep}");
     let restored = out.join("sparse/big");
     let m = std::fs::metadata(&restored).unwrap();
@@ -379,18 +377,7 @@ fn a_killed_restore_resumes_to_an_identical_tree_reading_less() {
     let flipped = std::fs::OpenOptions::new().write(true).open(&done[1]).unwrap();
     flipped.write_all_at(b"\xff\x00", 700).unwrap();
 
-    let rep: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "restore",
-        "--repo",
-        repo.to_str().unwrap(),
-        "latest",
-        "--target",
-        out.to_str().unwrap(),
-        "--resume",
-        "--verify",
-        "--json",
-    ]))
-    .unwrap();
+    let rep = env.restore_json(&repo, &out, &["--resume", "--verify"]);
     assert_same_tree(&src, &out.join("src"));
     let (files, skipped) = (rep["files"].as_u64().unwrap(), rep["skipped"].as_u64().unwrap());
     assert!(skipped > 0, "nothing was kept: {rep}");
@@ -399,17 +386,7 @@ fn a_killed_restore_resumes_to_an_identical_tree_reading_less() {
     assert!(rep["bytes_read"].as_u64().unwrap() < total, "resume read everything again: {rep}");
 
     // Resuming a complete restore rewrites nothing.
-    let again: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "restore",
-        "--repo",
-        repo.to_str().unwrap(),
-        "latest",
-        "--target",
-        out.to_str().unwrap(),
-        "--resume",
-        "--json",
-    ]))
-    .unwrap();
+    let again = env.restore_json(&repo, &out, &["--resume"]);
     assert_eq!(
         (again["files"].as_u64(), again["skipped"].as_u64(), again["bytes_read"].as_u64()),
         (Some(0), Some(1503), Some(0)),
@@ -457,11 +434,7 @@ fn restore_reads_each_needed_pack_range_once_across_files() {
     // Read once per file, the four uploads alone would be 9 MiB over what the packs hold.
     assert!(file_bytes > pack_bytes + (9 << 20), "the tree should dedup well: {file_bytes} vs {pack_bytes}");
 
-    let restore = |out: &Path, extra: &[&str]| -> serde_json::Value {
-        let mut args = vec!["restore", "--repo", r, "latest", "--target", out.to_str().unwrap(), "--json"];
-        args.extend_from_slice(extra);
-        serde_json::from_str(&env.ok(&args)).unwrap()
-    };
+    let restore = |out: &Path, extra: &[&str]| env.restore_json(&repo, out, extra);
     // One batch: every needed range once, so never more than the packs hold.
     let one = env.path("one");
     let rep = restore(&one, &[]);

@@ -60,6 +60,15 @@ impl Env {
         self.ok(&["init", "--repo", self.repo().to_str().unwrap()]);
     }
     /// `coffer backup --json`, parsed.
+    /// `coffer restore --repo REPO latest --target TARGET --json EXTRA...`, required to succeed.
+    pub fn restore_json(&self, repo: &Path, target: &Path, extra: &[&str]) -> serde_json::Value {
+        let mut args =
+            vec!["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", target.to_str().unwrap()];
+        args.push("--json");
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("restore --json printed non-JSON ({e}): {out}"))
+    }
     pub fn backup_json(&self, extra: &[&str]) -> serde_json::Value {
         let repo = self.repo();
         let mut args = vec!["backup", "--repo", repo.to_str().unwrap(), "--json"];

@@ -76,12 +76,20 @@ impl Progress {
     /// Progress of a restore.
     pub fn restore(c: Arc<coffer::restore::Counters>, quiet: bool) -> Progress {
         Progress::start(quiet, move || {
+            let (files, written, skipped) = (c.files.load(Relaxed), c.bytes.load(Relaxed), c.skipped.load(Relaxed));
+            let (total_files, total_bytes) = (c.total_files.load(Relaxed), c.total_bytes.load(Relaxed));
+            let read = bytes(c.bytes_read.load(Relaxed));
+            if total_files == 0 {
+                return format!("{files} files, {} written, {read} read, {skipped} already complete", bytes(written));
+            }
+            // Kept files count as done: a resumed restore starts where the last one stopped.
+            let done = written + c.skipped_bytes.load(Relaxed);
             format!(
-                "{} files, {} written, {} read, {} already complete",
-                c.files.load(Relaxed),
-                bytes(c.bytes.load(Relaxed)),
-                bytes(c.bytes_read.load(Relaxed)),
-                c.skipped.load(Relaxed)
+                "{} of {total_files} files, {} of {} ({:.0}%), {read} read, {skipped} already complete",
+                files + skipped,
+                bytes(done),
+                bytes(total_bytes),
+                done as f64 * 100.0 / total_bytes.max(1) as f64
             )
         })
     }

@@ -114,6 +114,9 @@ pub struct Counters {
     pub ranges: AtomicU64,
     pub batches: AtomicU64,
     pub verified: AtomicU64,
+    /// Files and bytes the whole restore covers, when known (whole components; 0 otherwise).
+    pub total_files: AtomicU64,
+    pub total_bytes: AtomicU64,
 }
 
 /// Parses a memory size: `64M`, `512K`, `1G`, `1048576` (bytes), binary units, at least 64K.
@@ -206,6 +209,14 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
         }
     }
     let selections = outermost(selections);
+    // Whole components: the manifest knows how much there is to restore.
+    if selections.iter().all(|s| s.len() == 1) {
+        let whole = || {
+            manifest.components.iter().filter(|c| selections.is_empty() || selections.iter().any(|s| s[0] == c.name))
+        };
+        opts.counters.total_files.store(whole().map(|c| c.files).sum(), Relaxed);
+        opts.counters.total_bytes.store(whole().map(|c| c.bytes).sum(), Relaxed);
+    }
     std::fs::create_dir_all(target).ctx(target)?;
     let r = Restorer {
         repo,

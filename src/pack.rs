@@ -286,10 +286,7 @@ pub struct PackWriter {
 impl PackWriter {
     pub fn create(repo: &Path) -> Result<PackWriter> {
         let tmp_dir = repo.join("tmp");
-        let mut rnd = [0u8; 8];
-        getrandom::getrandom(&mut rnd).map_err(|e| Error::Failed(format!("random: {e}")))?;
-        let name = format!("{}-{}.tmp", std::process::id(), Id(blake3::hash(&rnd).into()).to_hex()[..16].to_owned());
-        let tmp_path = tmp_dir.join(name);
+        let tmp_path = tmp_dir.join(crate::store::tmp_name());
         let file = File::create(&tmp_path).ctx(&tmp_path)?;
         let mut w = PackWriter {
             repo: repo.to_path_buf(),

@@ -226,19 +226,10 @@ impl Repo {
         }
     }
 
-    /// Removes files in `tmp/` left by dead processes of this host (a killed run's
-    /// half-written pack or manifest). Temporary names start with the writer's pid.
+    /// Removes files in `tmp/` left by writers that are gone (a killed run's half-written pack
+    /// or manifest): see [`crate::store::clean_tmp_dir`].
     pub fn clean_tmp(&self) {
-        let Ok(rd) = std::fs::read_dir(self.tmp_dir()) else { return };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid != std::process::id() && !crate::sys::pid_alive(pid) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+        crate::store::clean_tmp_dir(&self.tmp_dir(), &crate::lock::hostname(), std::time::SystemTime::now());
     }
 
     /// Indexes packs that are on disk but not in the index: a run killed between a pack's

@@ -45,6 +45,10 @@ pub struct Options {
     /// Worker threads (None: one per core). 1 gives a single-threaded run for debugging.
     pub threads: Option<usize>,
     pub clock: Arc<dyn Clock>,
+    /// Record the set as started at this time (importing old data, backdating): the set's and
+    /// its components' times are shifted by the same amount. Only what is recorded moves; the
+    /// files cache's racy-mtime cutoff and pack times use the clock.
+    pub time: Option<time::OffsetDateTime>,
     /// Use and update the files cache (off: every file is read).
     pub use_cache: bool,
     pub cache_root: PathBuf,
@@ -61,6 +65,7 @@ impl Options {
             tags: Vec::new(),
             threads: None,
             clock: Arc::new(clock::SystemClock),
+            time: None,
             use_cache: true,
             cache_root: filecache::cache_root(),
             counters: Arc::new(Counters::default()),
@@ -114,6 +119,8 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         (opts.notify)(format!("indexed {adopted} pack(s) left by an interrupted run"));
     }
     let scan_start_ns = i64::try_from(clock::unix_nanos(started)).unwrap_or(i64::MAX);
+    let shift = opts.time.map(|t| t - started).unwrap_or(time::Duration::ZERO);
+    let stamp = |t: time::OffsetDateTime| clock::format(t + shift);
     let parent = repo.list_sets()?.into_iter().rev().find(|(_, m)| m.name == opts.name).map(|(id, _)| id);
 
     let (filter, epoch) = {
@@ -191,8 +198,8 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
                         notify: &*opts.notify,
                     })?,
                 };
-                comp.started = clock::format(cstart);
-                comp.finished = clock::format(opts.clock.now());
+                comp.started = stamp(cstart);
+                comp.finished = stamp(opts.clock.now());
                 problems.extend(comp.unreadable.iter().map(|p| format!("{}: {p}", comp.name)));
                 comps.push(comp);
             }
@@ -212,8 +219,8 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         host: crate::lock::hostname(),
         tags: opts.tags.clone(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
-        started: clock::format(started),
-        finished: clock::format(opts.clock.now()),
+        started: stamp(started),
+        finished: stamp(opts.clock.now()),
         parent,
         components,
     };

@@ -48,13 +48,17 @@ pub struct BackupArgs {
     /// Fail instead of warning when the repository shares a filesystem with a source.
     #[arg(long)]
     strict: bool,
+    /// Record the set as started at TIME (RFC 3339, e.g. 2026-11-20T02:00:00Z), to import or
+    /// backdate data; component times shift with it. The files cache still uses the real time.
+    #[arg(long, value_name = "TIME", value_parser = coffer::clock::parse)]
+    time: Option<time::OffsetDateTime>,
     /// Directories or files; each becomes a component named after its last element.
     paths: Vec<PathBuf>,
 }
 
 impl BackupArgs {
     pub fn run(self) -> Result<i32> {
-        let BackupArgs { repo, name, tags, json, no_cache, threads, set_file, strict, paths } = self;
+        let BackupArgs { repo, name, tags, json, no_cache, threads, set_file, strict, time, paths } = self;
         let r = open(&repo)?;
         let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
         let (sources, checked_paths) = match &def {
@@ -88,6 +92,7 @@ impl BackupArgs {
         opts.tags = if tags.is_empty() { def.as_ref().map(|d| d.tags.clone()).unwrap_or_default() } else { tags };
         opts.threads = threads;
         opts.use_cache = !no_cache;
+        opts.time = time;
         opts.notify = notify();
         let progress = output::Progress::backup(opts.counters.clone(), json);
         let report = coffer::backup::run(&r, &sources, &opts);

@@ -387,3 +387,44 @@ fn the_chunk_filter_is_built_only_when_it_pays() {
     let (code, msg) = env.verify(&env.repo(), &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
 }
+
+/// `backup --time` records the set and its components at the given time, so imported history
+/// sorts and ages as it should; the files cache keeps using the real time: an old file backed
+/// up by a backdated run is trusted next time, a fresh one backed up by a future-dated run is
+/// still re-read.
+#[test]
+fn backup_time_moves_what_is_recorded_not_the_files_cache() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("old.txt"), b"written long ago");
+    age_tree(&src, 1_600_000_000); // 2020-09-13: after the backdated time, before the real one
+    env.init();
+    let s = src.to_str().unwrap();
+    let r = env.repo();
+    env.backup_json(&["--time", "2019-03-01T02:00:00Z", s]);
+    let sets: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sets", "--repo", r.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(sets[0]["started"], "2019-03-01T02:00:00Z", "{sets}");
+    let comp = &sets[0]["components"][0];
+    for k in ["started", "finished"] {
+        assert!(comp[k].as_str().unwrap().starts_with("2019-03-01T02:00:0"), "{k}: {comp}");
+    }
+    assert!(sets[0]["finished"].as_str().unwrap().starts_with("2019-03-01T02:00:0"), "{sets}");
+
+    let now = env.backup_json(&[s]);
+    assert_eq!(now["bytes_read"].as_u64(), Some(0), "the backdated run's cache entry was not trusted: {now}");
+
+    write(&src.join("fresh.txt"), b"just written");
+    env.backup_json(&["--time", "2099-01-01T00:00:00Z", s]);
+    let after = env.backup_json(&[s]);
+    assert_eq!(after["bytes_read"].as_u64(), Some(12), "a fresh file was trusted by a future-dated run: {after}");
+
+    // Sets sort by their recorded times: 2019, now, now, 2099 last.
+    let sets: serde_json::Value =
+        serde_json::from_str(&env.ok(&["sets", "--repo", r.to_str().unwrap(), "--json"])).unwrap();
+    let times: Vec<&str> = sets.as_array().unwrap().iter().map(|v| v["started"].as_str().unwrap()).collect();
+    assert_eq!((times.len(), times[0], times[3]), (4, "2019-03-01T02:00:00Z", "2099-01-01T00:00:00Z"), "{times:?}");
+
+    let bad = env.run(&["backup", "--repo", r.to_str().unwrap(), "--time", "yesterday", s]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}

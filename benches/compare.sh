@@ -16,10 +16,13 @@
 #   restore   full restore of the latest snapshot, then diff -r against the source
 # Each command is measured with /usr/bin/time (wall seconds, peak RSS) and the
 # repository size with du -sb after every backup.
+# Shared helpers (die, checks, WORK setup, measure, init/restore, report) are in
+# benches/common.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=common.sh
+source "$HERE/common.sh" # sets ROOT, COFFER_DEFAULT (target/release/coffer)
 
 WORK=${WORK:-/tmp/coffer-compare}
 DOCS=${DOCS:-1600}
@@ -27,111 +30,32 @@ DUMP_MB=${DUMP_MB:-256}
 SEED=${SEED:-42}
 TOOLS=${TOOLS:-"coffer restic borg"}
 KEEP=${KEEP:-0}
-COFFER_DEFAULT=target/release/coffer
 COFFER=${COFFER:-$COFFER_DEFAULT}
-
-die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
-trap 'echo "compare.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 # --------------------------------------------------------------------------- checks
 
-read -r -a TOOL_LIST <<<"$TOOLS"
-((${#TOOL_LIST[@]})) || die "TOOLS is empty"
-for t in "${TOOL_LIST[@]}"; do
-  case $t in coffer | restic | borg) ;; *) die "unknown tool '$t' in TOOLS (use coffer, restic, borg)" ;; esac
-done
-has() { [[ " ${TOOL_LIST[*]} " == *" $1 "* ]]; }
+tools_from "$TOOLS"
+need python3
+need_gnu_time
+need_tool_clis
+missing_die "apt-get install -y restic borgbackup time   (python3 is needed too)"
+if has coffer; then locate_coffer build; fi
 
-missing=()
-command -v python3 >/dev/null || missing+=(python3)
-[[ -x /usr/bin/time ]] || missing+=(/usr/bin/time) # GNU time: the bash keyword has no RSS
-has restic && ! command -v restic >/dev/null && missing+=(restic)
-has borg && ! command -v borg >/dev/null && missing+=(borg)
-if ((${#missing[@]})); then
-  die "missing: ${missing[*]}
-  install with: apt-get install -y restic borgbackup time   (python3 is needed too)"
-fi
-
-if has coffer; then
-  # The default is relative to the repository root so the script works from any cwd;
-  # a user-supplied relative path is taken relative to the current directory.
-  if [[ $COFFER == "$COFFER_DEFAULT" ]]; then
-    COFFER=$ROOT/$COFFER_DEFAULT
-    if [[ ! -x $COFFER ]]; then
-      echo "== building coffer (cargo build --release)" >&2
-      (cd "$ROOT" && cargo build --release) >&2
-    fi
-  fi
-  [[ $COFFER == /* ]] || COFFER=$PWD/$COFFER
-  [[ -x $COFFER ]] || die "coffer binary not found at $COFFER (set COFFER=...)"
-fi
-
-# Only ever delete a WORK dir this script created (it carries a marker file): WORK
-# comes from the environment and rm -rf on a typo would be a disaster.
-if [[ -e $WORK ]]; then
-  if [[ -f $WORK/.coffer-compare ]]; then
-    rm -rf -- "$WORK"
-  elif [[ -n $(ls -A -- "$WORK") ]]; then
-    die "$WORK exists, is not empty and was not created by compare.sh; refusing to touch it"
-  fi
-fi
-mkdir -p "$WORK"/{logs,metrics,repos,cache,config,src}
-touch "$WORK/.coffer-compare"
-WORK=$(cd "$WORK" && pwd)
-SRC=$WORK/src/dir.root
-LOG=$WORK/logs
+setup_work .coffer-compare logs metrics repos cache config src
 MET=$WORK/metrics
 
 # Space: the corpus (~DOCS MiB + DUMP_MB), up to three repositories of about the same
-# size and one restore at a time. Warn rather than refuse; the estimate is rough.
-need_mb=$(((DOCS + DUMP_MB) * 5))
-avail_mb=$(df -Pm "$WORK" | awk 'NR==2 {print $4}')
-((avail_mb > need_mb)) || echo "compare.sh: warning: ~${need_mb} MiB may be needed, ${avail_mb} MiB free in $WORK" >&2
+# size and one restore at a time.
+warn_space $(((DOCS + DUMP_MB) * 5))
 
-# Isolate every tool's cache and config (coffer's files cache, restic's cache, borg's
-# files cache and security dir) so runs never see state from earlier runs.
-export XDG_CACHE_HOME=$WORK/cache XDG_CONFIG_HOME=$WORK/config
-export RESTIC_PASSWORD=bench
-export BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes \
-  BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+isolate_env
 
 # --------------------------------------------------------------------------- helpers
-
-repo() { echo "$WORK/repos/$1"; }
-
-# measure KEY CMD...: run CMD under GNU time; "wall rss_kib" goes to $MET/KEY.time.
-# A failing command aborts the whole comparison: numbers from a failed run are noise.
-measure() {
-  local key=$1 rc=0 wall rss
-  shift
-  sync # flush the previous tool's writes so they are not billed to this one
-  /usr/bin/time -f '%e %M' -o "$MET/$key.time" "$@" >"$LOG/$key.out" 2>"$LOG/$key.err" || rc=$?
-  if ((rc != 0)); then
-    echo "compare.sh: '$*' failed (exit $rc); last lines of $LOG/$key.err:" >&2
-    tail -n 20 "$LOG/$key.err" >&2
-    exit 1
-  fi
-  # On success GNU time writes exactly our format line (last line, to be safe).
-  read -r wall rss < <(tail -n 1 "$MET/$key.time")
-  echo "$wall" >"$MET/$key.wall"
-  echo "$rss" >"$MET/$key.rss"
-  printf '   %-7s %8.2f s  %7d MiB peak RSS\n' "${key%%-*}" "$wall" $((rss / 1024))
-}
 
 # Read the page cache in before each backup phase, so every tool starts warm and the
 # first tool in the list does not pay for reading the disk (dropping caches needs root
 # and is not reliable in containers, so equalise the other way).
 warm() { find "$SRC" -type f -exec cat {} + >/dev/null; }
-
-init_repo() {
-  local r
-  r=$(repo "$1")
-  case $1 in
-    coffer) "$COFFER" init --repo "$r" ;;
-    restic) restic init --repo "$r" ;;
-    borg) borg init --encryption=repokey-blake2 "$r" ;; # encrypted, like restic
-  esac >"$LOG/$1-init.log" 2>&1 || { cat "$LOG/$1-init.log" >&2; die "$1 init failed"; }
-}
 
 backup() {
   local tool=$1 phase=$2 r
@@ -144,30 +68,7 @@ backup() {
   du -sb "$r" | cut -f1 >"$MET/$tool-$phase.size"
 }
 
-restore() {
-  local tool=$1 r t got
-  r=$(repo "$tool")
-  t=$WORK/restore-$tool
-  rm -rf "$t" && mkdir -p "$t"
-  case $tool in
-    coffer) # the component is named after the last path element of the source
-      measure "$tool-restore" "$COFFER" restore --repo "$r" latest --target "$t"
-      got=$t/$(basename "$SRC") ;;
-    restic) # restic recreates the absolute source path under the target
-      measure "$tool-restore" restic restore latest --repo "$r" --target "$t" -q
-      got=$t$SRC ;;
-    borg) # borg extracts into cwd, paths stored without the leading slash
-      (cd "$t" && measure "$tool-restore" borg extract "$r::nochange")
-      got=$t/${SRC#/} ;;
-  esac
-  [[ -d $got ]] || die "RESTORE FAILED for $tool: $got does not exist (see $LOG/$tool-restore.err)"
-  if ! diff -r "$SRC" "$got" >"$LOG/$tool-restore.diff" 2>&1; then
-    echo "compare.sh: RESTORE MISMATCH for $tool: restored tree differs from $SRC" >&2
-    head -n 20 "$LOG/$tool-restore.diff" >&2
-    die "$tool restore is not identical (full diff in $LOG/$tool-restore.diff)"
-  fi
-  rm -rf "$t" # keep disk use to one restore at a time
-}
+restore() { restore_diff "$1" nochange restore; }
 
 # check TOOL PHASE: structural check (verify) or full read of every pack (verifydata).
 check() {
@@ -183,13 +84,9 @@ check() {
   esac
 }
 
-corpus_stats() { find "$SRC" -type f -printf '%s\n' | awk '{ n++; s += $1 } END { printf "%d files, %.0f bytes", n, s }'; }
-
 # --------------------------------------------------------------------------- run
 
-echo "== generating corpus in $SRC (DOCS=$DOCS DUMP_MB=$DUMP_MB SEED=$SEED)"
-python3 "$HERE/gen_dirroot.py" init "$SRC" --seed "$SEED" --docs "$DOCS" --dump-mb "$DUMP_MB" \
-  --solr 2>&1 | tee "$LOG/gen-init.log"
+gen_init
 CORPUS1=$(corpus_stats)
 
 for t in "${TOOL_LIST[@]}"; do init_repo "$t"; done
@@ -219,9 +116,6 @@ for t in "${TOOL_LIST[@]}"; do check "$t" verifydata; done
 
 # --------------------------------------------------------------------------- report
 
-val() { cat "$MET/$1" 2>/dev/null || true; }
-# ratio A B: "0.42x", or n/a when a side is missing or zero
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 # goal A B LIMIT: "<= LIMITx restic: met" / "NOT met" / "n/a"
 goal() {
   awk -v a="$1" -v b="$2" -v g="$3" 'BEGIN {
@@ -235,14 +129,6 @@ PHASES=(first night nochange restore verify verifydata)
 declare -A LABEL=([first]="first backup" [night]="second night" [nochange]="no-change" [restore]="restore"
   [verify]="check (structure)" [verifydata]="check (read all data)")
 declare -A TIME_GOAL=([first]=0.4 [nochange]=0.2 [restore]=0.5)
-
-version_of() {
-  case $1 in
-    coffer) "$COFFER" --version 2>/dev/null | head -n 1 || echo "coffer (version unknown)" ;;
-    restic) restic version | head -n 1 ;;
-    borg) borg --version ;;
-  esac
-}
 
 {
   echo "# coffer vs restic vs Borg, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -316,12 +202,4 @@ PY
     "restore <= 0.5x, final repository size <= restic, peak RSS <= restic."
 } >"$WORK/results.md"
 
-echo
-cat "$WORK/results.md"
-
-if [[ $KEEP != 1 ]]; then
-  # The corpus and repositories are several GB; results and logs stay.
-  rm -rf "$WORK/src" "$WORK/repos" "$WORK/cache"
-  echo
-  echo "(corpus and repositories removed; KEEP=1 keeps them. Results: $WORK/results.md, logs: $LOG)"
-fi
+finish

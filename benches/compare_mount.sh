@@ -22,9 +22,12 @@
 #      Then correctness: cmp the dump, diff -r the contentstore, both against the source.
 #   5. fusermount3 -u both, wait for the processes, write $WORK/results.md.
 # Reads run one tool at a time: coffer first, then restic.
+# Shared helpers (die, checks, WORK setup) are in benches/common.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=common.sh
+source "$HERE/common.sh"
 
 WORK=${WORK:-/tmp/coffer-compare-mount}
 DOCS=${DOCS:-400}
@@ -34,32 +37,17 @@ COFFER=${COFFER:-/tmp/coffer-mount-bench/coffer}
 MOUNT_TIMEOUT=${MOUNT_TIMEOUT:-120}
 KEEP=${KEEP:-0}
 
-die() { printf 'compare_mount.sh: %s\n' "$*" >&2; exit 1; }
-trap 'echo "compare_mount.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
-
-missing=()
-for c in python3 restic fusermount3 tar cmp diff; do command -v "$c" >/dev/null || missing+=("$c"); done
-[[ -x /usr/bin/time ]] || missing+=(/usr/bin/time)
+need python3 restic fusermount3 tar cmp diff
+need_gnu_time
 [[ -e /dev/fuse ]] || missing+=(/dev/fuse)
-((${#missing[@]} == 0)) || die "missing: ${missing[*]}"
-[[ $COFFER == /* ]] || COFFER=$PWD/$COFFER
-[[ -x $COFFER ]] || die "coffer binary not found at $COFFER
-  build and copy it: (cd $(dirname "$HERE") && cargo build --release) && mkdir -p $(dirname "$COFFER") && cp $(dirname "$HERE")/target/release/coffer $COFFER"
+missing_die ""
+locate_coffer copy
 
-# Only ever delete a WORK dir this script created (it carries a marker file).
-if [[ -e $WORK ]]; then
-  if [[ -f $WORK/.coffer-compare-mount ]]; then
-    for m in "$WORK"/mnt/*; do mountpoint -q "$m" 2>/dev/null && die "$m is still mounted; fusermount3 -u it first"; done
-    rm -rf -- "$WORK"
-  elif [[ -n $(ls -A -- "$WORK") ]]; then
-    die "$WORK exists, is not empty and was not created by compare_mount.sh; refusing to touch it"
-  fi
+# A WORK dir of an earlier run may still have a mount in it: never rm -rf through that.
+if [[ -f $WORK/.coffer-compare-mount ]]; then
+  for m in "$WORK"/mnt/*; do mountpoint -q "$m" 2>/dev/null && die "$m is still mounted; fusermount3 -u it first"; done
 fi
-mkdir -p "$WORK"/{logs,repos,cache,config,src,mnt/coffer,mnt/restic}
-touch "$WORK/.coffer-compare-mount"
-WORK=$(cd "$WORK" && pwd)
-SRC=$WORK/src/dir.root
-LOG=$WORK/logs
+setup_work .coffer-compare-mount logs repos cache config src mnt/coffer mnt/restic
 MNT_C=$WORK/mnt/coffer
 MNT_R=$WORK/mnt/restic
 
@@ -172,7 +160,8 @@ echo "== uptime after: $UPTIME_AFTER"
 # ------------------------------------------------------------------ 5. results
 DUMP_MIB=$(awk -v b="$DUMP_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }')
 TREE_MIB=$(awk -v b="$TREE_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }')
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2fx", b / a; else print "n/a" }'; }
+# speedup A_S B_S: how many times faster A is than B (B/A seconds)
+speedup() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2fx", b / a; else print "n/a" }'; }
 {
   echo "Sequential reads through a FUSE mount, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores."
   echo "Corpus: gen_dirroot.py init --seed $SEED --docs $DOCS --dump-mb $DUMP_MB:"
@@ -185,7 +174,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2fx", b / a; els
     echo "| $t | ${DUMP_S[$t]} | $(rate "$DUMP_BYTES" "${DUMP_S[$t]}") | ${TREE_S[$t]} | $(rate "$TREE_BYTES" "${TREE_S[$t]}") | $(frate "$TREE_FILES" "${TREE_S[$t]}") | ${DUMP_OK[$t]} | ${TREE_OK[$t]} | ${MOUNT_S[$t]} |"
   done
   echo
-  echo "- coffer/restic throughput: dump $(ratio "${DUMP_S[coffer]}" "${DUMP_S[restic]}"), tree $(ratio "${TREE_S[coffer]}" "${TREE_S[restic]}") (>1: coffer faster)"
+  echo "- coffer/restic throughput: dump $(speedup "${DUMP_S[coffer]}" "${DUMP_S[restic]}"), tree $(speedup "${TREE_S[coffer]}" "${TREE_S[restic]}") (>1: coffer faster)"
   echo "- tar stream bytes: coffer ${TAR_BYTES[coffer]}, restic ${TAR_BYTES[restic]}"
   echo "- load average (1/5/15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER"
 } | tee "$WORK/results.md"

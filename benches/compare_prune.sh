@@ -24,9 +24,13 @@
 #      --keep-weekly 4 (borg: prune and compact timed together), sizes again, full check of
 #      each repository, restore of the latest snapshot and diff -r against the source.
 #   4. $WORK/results.md: sizes before/after, freed, prune time, peak RSS, snapshots kept.
+# Shared helpers (die, checks, WORK setup, measure, init/restore, report) are in
+# benches/common.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=common.sh
+source "$HERE/common.sh"
 
 WORK=${WORK:-/tmp/coffer-compare-prune}
 NIGHTS=${NIGHTS:-30}
@@ -39,101 +43,42 @@ START_DAY=${START_DAY:-2026-10-01}
 KEEP=${KEEP:-0}
 KEEP_ARGS=(--keep-daily 7 --keep-weekly 4)
 
-die() { printf 'compare_prune.sh: %s\n' "$*" >&2; exit 1; }
-trap 'echo "compare_prune.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
-
 # --------------------------------------------------------------------------- checks
 
-read -r -a TOOL_LIST <<<"$TOOLS"
-((${#TOOL_LIST[@]})) || die "TOOLS is empty"
-for t in "${TOOL_LIST[@]}"; do
-  case $t in coffer | restic | borg) ;; *) die "unknown tool '$t' in TOOLS (use coffer, restic, borg)" ;; esac
-done
-has() { [[ " ${TOOL_LIST[*]} " == *" $1 "* ]]; }
+tools_from "$TOOLS"
 [[ $NIGHTS =~ ^[1-9][0-9]*$ ]] || die "NIGHTS must be a positive integer"
 date -u -d "$START_DAY" >/dev/null 2>&1 || die "START_DAY '$START_DAY' is not a date"
 
-missing=()
-command -v python3 >/dev/null || missing+=(python3)
-[[ -x /usr/bin/time ]] || missing+=(/usr/bin/time) # GNU time: the bash keyword has no RSS
-has coffer && ! command -v faketime >/dev/null && missing+=(faketime)
-has restic && ! command -v restic >/dev/null && missing+=(restic)
-has borg && ! command -v borg >/dev/null && missing+=(borg)
-if ((${#missing[@]})); then
-  die "missing: ${missing[*]}
-  install with: apt-get install -y restic borgbackup time faketime   (python3 is needed too)"
-fi
-if has coffer; then
-  [[ $COFFER == /* ]] || COFFER=$PWD/$COFFER
-  [[ -x $COFFER ]] || die "coffer binary not found at $COFFER
-  build and copy it: (cd $(dirname "$HERE") && cargo build --release) && mkdir -p $(dirname "$COFFER") && cp $(dirname "$HERE")/target/release/coffer $COFFER"
-fi
+need python3
+need_gnu_time
+if has coffer; then need faketime; fi
+need_tool_clis
+missing_die "apt-get install -y restic borgbackup time faketime   (python3 is needed too)"
+if has coffer; then locate_coffer copy; fi
 
-# Only ever delete a WORK dir this script created (it carries a marker file).
-if [[ -e $WORK ]]; then
-  if [[ -f $WORK/.coffer-compare-prune ]]; then
-    rm -rf -- "$WORK"
-  elif [[ -n $(ls -A -- "$WORK") ]]; then
-    die "$WORK exists, is not empty and was not created by compare_prune.sh; refusing to touch it"
-  fi
-fi
-mkdir -p "$WORK"/{logs,metrics,repos,cache,config,src}
-touch "$WORK/.coffer-compare-prune"
-WORK=$(cd "$WORK" && pwd)
-SRC=$WORK/src/dir.root
-LOG=$WORK/logs
+setup_work .coffer-compare-prune logs metrics repos cache config src
 MET=$WORK/metrics
 
 # Space: the corpus grows by a few % per night; three repositories of about its final size,
-# one restore at a time. A rough estimate, warn only.
-need_mb=$(((DOCS + DUMP_MB) * (6 + NIGHTS / 10)))
-avail_mb=$(df -Pm "$WORK" | awk 'NR==2 {print $4}')
-((avail_mb > need_mb)) || echo "compare_prune.sh: warning: ~${need_mb} MiB may be needed, ${avail_mb} MiB free in $WORK" >&2
+# one restore at a time.
+warn_space $(((DOCS + DUMP_MB) * (6 + NIGHTS / 10)))
 
-# Isolate every tool's cache and config so runs never see state from earlier runs.
-export XDG_CACHE_HOME=$WORK/cache XDG_CONFIG_HOME=$WORK/config COFFER_CACHE_DIR=$WORK/cache/coffer
-export RESTIC_PASSWORD=bench
-export BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes \
-  BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+isolate_env
+export COFFER_CACHE_DIR=$WORK/cache/coffer
 # libfaketime: fake only the wall clock; monotonic clocks (timeouts, durations) stay real.
 export FAKETIME_DONT_FAKE_MONOTONIC=1
 
 # --------------------------------------------------------------------------- helpers
 
-repo() { echo "$WORK/repos/$1"; }
-
-# measure KEY CMD...: run CMD under GNU time; wall seconds and peak RSS (KiB) go to
-# $MET/KEY.wall and $MET/KEY.rss. A failing command aborts the run.
-measure() {
-  local key=$1 rc=0 wall rss
-  shift
-  sync # flush the previous tool's writes so they are not billed to this one
-  /usr/bin/time -f '%e %M' -o "$MET/$key.time" "$@" >"$LOG/$key.out" 2>"$LOG/$key.err" || rc=$?
-  if ((rc != 0)); then
-    echo "compare_prune.sh: '$*' failed (exit $rc); last lines of $LOG/$key.err:" >&2
-    tail -n 20 "$LOG/$key.err" >&2
-    exit 1
-  fi
-  read -r wall rss < <(tail -n 1 "$MET/$key.time")
-  echo "$wall" >"$MET/$key.wall"
-  echo "$rss" >"$MET/$key.rss"
-  [[ ${QUIET:-0} == 1 ]] || printf '   %-7s %-12s %8.2f s  %7d MiB peak RSS\n' "${key%%-*}" "${key#*-}" "$wall" $((rss / 1024))
+# The progress line of measure (common.sh) with the phase; QUIET=1 leaves it out.
+measure_line() {
+  [[ ${QUIET:-0} == 1 ]] || printf '   %-7s %-12s %8.2f s  %7d MiB peak RSS\n' "${1%%-*}" "${1#*-}" "$2" $(($3 / 1024))
 }
 
 # measure_sh KEY 'shell snippet': like measure, for a sequence timed as one (borg prune+compact).
 measure_sh() { local key=$1; shift; measure "$key" bash -c "set -euo pipefail; $1"; }
 
 size_of() { du -sb "$(repo "$1")" | cut -f1; }
-
-init_repo() {
-  local r
-  r=$(repo "$1")
-  case $1 in
-    coffer) "$COFFER" init --repo "$r" ;;
-    restic) restic init --repo "$r" ;;
-    borg) borg init --encryption=repokey-blake2 "$r" ;; # encrypted, like restic
-  esac >"$LOG/$1-init.log" 2>&1 || { cat "$LOG/$1-init.log" >&2; die "$1 init failed"; }
-}
 
 # backup TOOL NIGHT: one backup stamped with the simulated night's date.
 backup() {
@@ -207,39 +152,14 @@ check() {
 }
 
 restore() {
-  local tool=$1 r t got
-  r=$(repo "$tool")
-  t=$WORK/restore-$tool
-  rm -rf "$t" && mkdir -p "$t"
-  case $tool in
-    coffer) # the component is named after the last path element of the source
-      measure "$tool-restore" "$COFFER" restore --repo "$r" latest --target "$t"
-      got=$t/$(basename "$SRC") ;;
-    restic) # restic recreates the absolute source path under the target
-      measure "$tool-restore" restic restore latest --repo "$r" --target "$t" -q
-      got=$t$SRC ;;
-    borg) # borg extracts into cwd, paths stored without the leading slash
-      (cd "$t" && measure "$tool-restore" borg extract "$r::night-$NIGHTS")
-      got=$t/${SRC#/} ;;
-  esac
-  [[ -d $got ]] || die "RESTORE FAILED for $tool: $got does not exist (see $LOG/$tool-restore.err)"
-  if ! diff -r "$SRC" "$got" >"$LOG/$tool-restore.diff" 2>&1; then
-    echo "compare_prune.sh: RESTORE MISMATCH for $tool: restored tree differs from $SRC" >&2
-    head -n 20 "$LOG/$tool-restore.diff" >&2
-    die "$tool restore after prune is not identical (full diff in $LOG/$tool-restore.diff)"
-  fi
-  echo "   $tool restore of the latest snapshot: identical to the source (diff -r)"
-  rm -rf "$t"
+  restore_diff "$1" "night-$NIGHTS" "restore after prune"
+  echo "   $1 restore of the latest snapshot: identical to the source (diff -r)"
 }
-
-corpus_stats() { find "$SRC" -type f -printf '%s\n' | awk '{ n++; s += $1 } END { printf "%d files, %.0f bytes", n, s }'; }
 
 # --------------------------------------------------------------------------- run
 
 T0=$(date +%s)
-echo "== generating corpus in $SRC (DOCS=$DOCS DUMP_MB=$DUMP_MB SEED=$SEED)"
-python3 "$HERE/gen_dirroot.py" init "$SRC" --seed "$SEED" --docs "$DOCS" --dump-mb "$DUMP_MB" \
-  --solr 2>&1 | tee "$LOG/gen-init.log"
+gen_init
 CORPUS0=$(corpus_stats)
 for t in "${TOOL_LIST[@]}"; do init_repo "$t"; done
 
@@ -276,19 +196,9 @@ T1=$(date +%s)
 
 # --------------------------------------------------------------------------- report
 
-val() { cat "$MET/$1" 2>/dev/null || true; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 mib() { [[ -n $1 ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1048576 }' || printf -- '-'; }
 freed() { local b a; b=$(val "$1.size-before") a=$(val "$1.size-after"); [[ -n $b && -n $a ]] && echo $((b - a)) || true; }
 sum_nights() { local s=0 n; for ((n = 1; n <= NIGHTS; n++)); do s=$(awk -v s="$s" -v w="$(val "$1-night$n.wall")" 'BEGIN { print s + w }'); done; echo "$s"; }
-
-version_of() {
-  case $1 in
-    coffer) "$COFFER" --version 2>/dev/null | head -n 1 || echo "coffer (version unknown)" ;;
-    restic) restic version | head -n 1 ;;
-    borg) borg --version ;;
-  esac
-}
 
 {
   echo "# Prune after $NIGHTS nights: coffer vs restic vs Borg, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -352,11 +262,4 @@ PY
   fi
 } >"$WORK/results.md"
 
-echo
-cat "$WORK/results.md"
-
-if [[ $KEEP != 1 ]]; then
-  rm -rf "$WORK/src" "$WORK/repos" "$WORK/cache"
-  echo
-  echo "(corpus and repositories removed; KEEP=1 keeps them. Results: $WORK/results.md, logs: $LOG)"
-fi
+finish

@@ -17,9 +17,8 @@
 #   1. gen_dirroot.py init (with --solr), init the repositories.
 #   2. For night 1..NIGHTS: gen_dirroot.py night, then one backup per tool, each stamped
 #      START_DAY + (night-1) days at 02:00 UTC. Retention works on snapshot times and all
-#      backups really happen within minutes, so the time is injected: coffer has no flag for
-#      it and runs under libfaketime (apt-get install faketime); restic (Go, ignores
-#      LD_PRELOAD) gets --time, borg gets --timestamp.
+#      backups really happen within minutes, so the time is injected: coffer and restic get
+#      --time, borg gets --timestamp.
 #   3. Sizes (du -sb), then forget + prune under /usr/bin/time with --keep-daily 7
 #      --keep-weekly 4 (borg: prune and compact timed together), sizes again, full check of
 #      each repository, restore of the latest snapshot and diff -r against the source.
@@ -51,9 +50,8 @@ date -u -d "$START_DAY" >/dev/null 2>&1 || die "START_DAY '$START_DAY' is not a 
 
 need python3
 need_gnu_time
-if has coffer; then need faketime; fi
 need_tool_clis
-missing_die "apt-get install -y restic borgbackup time faketime   (python3 is needed too)"
+missing_die "apt-get install -y restic borgbackup time   (python3 is needed too)"
 if has coffer; then locate_coffer copy; fi
 
 setup_work .coffer-compare-prune logs metrics repos cache config src
@@ -65,8 +63,6 @@ warn_space $(((DOCS + DUMP_MB) * (6 + NIGHTS / 10)))
 
 isolate_env
 export COFFER_CACHE_DIR=$WORK/cache/coffer
-# libfaketime: fake only the wall clock; monotonic clocks (timeouts, durations) stay real.
-export FAKETIME_DONT_FAKE_MONOTONIC=1
 
 # --------------------------------------------------------------------------- helpers
 
@@ -88,7 +84,7 @@ backup() {
   key=$tool-night$n
   case $tool in
     coffer) # @ = start at that time and let the clock run (a frozen clock would stall timers)
-      measure "$key" faketime -f "@$day 02:00:00" "$COFFER" backup --repo "$r" --name alfresco --json "$SRC" ;;
+      measure "$key" "$COFFER" backup --repo "$r" --name alfresco --time "${day}T02:00:00Z" --json "$SRC" ;;
     restic) measure "$key" restic backup --repo "$r" -q --time "$day 02:00:00" "$SRC" ;;
     borg) measure "$key" borg create --compression zstd,3 --timestamp "${day}T02:00:00" "$r::night-$n" "$SRC" ;;
   esac
@@ -210,7 +206,7 @@ sum_nights() { local s=0 n; for ((n = 1; n <= NIGHTS; n++)); do s=$(awk -v s="$s
   echo "- corpus: gen_dirroot.py init --solr, then $NIGHTS x night; after init $CORPUS0; after the last night $CORPUS1"
   for t in "${TOOL_LIST[@]}"; do echo "- $(version_of "$t")"; done
   echo "- backups: one per tool per night, stamped $START_DAY + (night-1) days, 02:00 UTC" \
-    "(coffer under libfaketime, restic --time, borg --timestamp)"
+    "(coffer and restic --time, borg --timestamp)"
   echo "- prune: policy ${KEEP_ARGS[*]}; coffer \`forget --prune --json\` (default --max-unused 5%)," \
     "restic \`forget --prune\` (default --max-unused 5%), borg \`prune\` + \`compact\` timed together"
   echo

@@ -62,6 +62,50 @@ fn uri_escape(path: &Path) -> String {
     out
 }
 
+/// A chunk row as selected by `lookup` and `needed_entries`: the first column is the chunk's
+/// id or its pack's id (whichever the query needs), then offset, lengths, kind, compression.
+struct ChunkRow {
+    key: Vec<u8>,
+    offset: i64,
+    stored: i64,
+    raw: i64,
+    kind: i64,
+    compression: i64,
+}
+
+impl ChunkRow {
+    fn read(r: &rusqlite::Row) -> rusqlite::Result<ChunkRow> {
+        Ok(ChunkRow {
+            key: r.get(0)?,
+            offset: r.get(1)?,
+            stored: r.get(2)?,
+            raw: r.get(3)?,
+            kind: r.get(4)?,
+            compression: r.get(5)?,
+        })
+    }
+
+    /// The entry of chunk `id`, or `None` when a value is out of range.
+    fn entry(&self, id: ChunkId) -> Option<Entry> {
+        Some(Entry {
+            id,
+            kind: match self.kind {
+                0 => BlobKind::Data,
+                1 => BlobKind::Tree,
+                _ => return None,
+            },
+            compression: match self.compression {
+                0 => Compression::None,
+                1 => Compression::Zstd,
+                _ => return None,
+            },
+            offset: u64::try_from(self.offset).ok()?,
+            stored_len: u32::try_from(self.stored).ok()?,
+            raw_len: u32::try_from(self.raw).ok()?,
+        })
+    }
+}
+
 /// What [`insert_pack`] does with a chunk that already has a row.
 #[derive(Clone, Copy)]
 enum Existing {
@@ -204,40 +248,11 @@ impl Index {
                  FROM chunks c JOIN packs p ON p.n = c.pack WHERE c.id = ?1",
             ),
         )?;
-        let row = st
-            .query_row([&id.as_bytes()[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })
-            .optional();
-        let Some((pack, offset, stored, raw, kind, comp)) = sql(&self.path, row)? else { return Ok(None) };
+        let row = st.query_row([&id.as_bytes()[..]], ChunkRow::read).optional();
+        let Some(row) = sql(&self.path, row)? else { return Ok(None) };
         let bad = || Error::corrupt(&self.path, 0, format!("bad row for chunk {}", id.short()));
-        let pack = PackId::from_slice(&pack).ok_or_else(bad)?;
-        let kind = match kind {
-            0 => BlobKind::Data,
-            1 => BlobKind::Tree,
-            _ => return Err(bad()),
-        };
-        let compression = match comp {
-            0 => Compression::None,
-            1 => Compression::Zstd,
-            _ => return Err(bad()),
-        };
-        let entry = Entry {
-            id: *id,
-            kind,
-            compression,
-            offset: u64::try_from(offset).map_err(|_| bad())?,
-            stored_len: u32::try_from(stored).map_err(|_| bad())?,
-            raw_len: u32::try_from(raw).map_err(|_| bad())?,
-        };
-        Ok(Some(Location { pack, entry }))
+        let pack = PackId::from_slice(&row.key).ok_or_else(bad)?;
+        Ok(Some(Location { pack, entry: row.entry(*id).ok_or_else(bad)? }))
     }
 
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
@@ -506,39 +521,12 @@ impl Rewrite<'_> {
                  FROM chunks c JOIN temp.needed k ON k.id = c.id WHERE c.pack = ?1 ORDER BY c.offset",
             ),
         )?;
-        let rows = sql(
-            &self.path,
-            st.query_map([n], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            }),
-        )?;
+        let rows = sql(&self.path, st.query_map([n], ChunkRow::read))?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, offset, stored, raw, kind, comp) = sql(&self.path, r)?;
             let bad = || Error::corrupt(&self.path, 0, format!("bad chunk row in pack row {n}"));
-            out.push(Entry {
-                id: ChunkId::from_slice(&id).ok_or_else(bad)?,
-                kind: match kind {
-                    0 => BlobKind::Data,
-                    1 => BlobKind::Tree,
-                    _ => return Err(bad()),
-                },
-                compression: match comp {
-                    0 => Compression::None,
-                    1 => Compression::Zstd,
-                    _ => return Err(bad()),
-                },
-                offset: u64::try_from(offset).map_err(|_| bad())?,
-                stored_len: u32::try_from(stored).map_err(|_| bad())?,
-                raw_len: u32::try_from(raw).map_err(|_| bad())?,
-            });
+            let row = sql(&self.path, r)?;
+            out.push(ChunkId::from_slice(&row.key).and_then(|id| row.entry(id)).ok_or_else(bad)?);
         }
         Ok(out)
     }
@@ -704,6 +692,28 @@ mod tests {
         let err = idx.set_verified(&PackId(id(70)), 5).unwrap_err();
         assert!(err.to_string().contains("index.sqlite"), "{err}");
         assert_eq!(uri_escape(Path::new("/a b/c?d#e%f/ü")), "/a%20b/c%3Fd%23e%25f/%C3%BC");
+    }
+
+    #[test]
+    fn a_chunk_row_out_of_range_is_a_corrupt_index_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.sqlite");
+        let mut idx = Index::create(&p, "r1").unwrap();
+        let e = Entry {
+            id: ChunkId(id(5)),
+            kind: BlobKind::Data,
+            compression: Compression::None,
+            offset: 0,
+            stored_len: 3,
+            raw_len: 3,
+        };
+        idx.add_pack(&Finished { id: PackId(id(50)), size: 50, entries: vec![e] }, 0).unwrap();
+        idx.conn.execute("UPDATE chunks SET kind = 7", []).unwrap();
+        let err = idx.lookup(&e.id).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("index.sqlite") && err.to_string().contains("bad row for chunk"), "{err}");
+        idx.conn.execute("UPDATE chunks SET kind = 0, stored_len = -1", []).unwrap();
+        assert!(idx.lookup(&e.id).is_err());
     }
 
     #[test]

@@ -217,17 +217,22 @@ fn prune_killed_at_random_moments_leaves_a_verifiable_repository() {
     }
 }
 
-#[test]
-fn prune_and_backups_exclude_each_other() {
-    use coffer::lock::{Lease, LeaseKind};
+/// A repository with two sets named "db" of a growing directory: 2 MiB, then 4 MiB.
+fn two_nights() -> (Env, PathBuf, PathBuf) {
     let env = Env::new();
     env.init();
-    let repo = env.repo();
-    let src = env.path("src");
+    let (repo, src) = (env.repo(), env.path("src"));
     write(&src.join("a.bin"), &bytes(1, 2 * MIB));
     backup(&env, &src, "db");
     write(&src.join("b.bin"), &bytes(2, 2 * MIB));
     backup(&env, &src, "db");
+    (env, repo, src)
+}
+
+#[test]
+fn prune_and_backups_exclude_each_other() {
+    use coffer::lock::{Lease, LeaseKind};
+    let (env, repo, src) = two_nights();
     let mut quiet = |_m: String| {};
 
     // While prune's exclusive lease is held, a backup fails before doing anything.
@@ -404,14 +409,7 @@ fn old_unindexed_packs_are_deleted_but_never_one_the_index_names() {
 
 #[test]
 fn prune_refuses_to_run_when_a_set_names_a_chunk_the_index_lacks() {
-    let env = Env::new();
-    env.init();
-    let repo = env.repo();
-    let src = env.path("src");
-    write(&src.join("a.bin"), &bytes(1, 2 * MIB));
-    backup(&env, &src, "db");
-    write(&src.join("b.bin"), &bytes(2, 2 * MIB));
-    backup(&env, &src, "db");
+    let (env, repo, _) = two_nights();
     env.ok(&["forget", "--repo", repo.to_str().unwrap(), "--keep-last", "1"]);
     // A damaged catalog: one chunk of the kept set has lost its row.
     let db = rusqlite::Connection::open(repo.join("index.sqlite")).unwrap();

@@ -83,7 +83,7 @@ backup() {
   day=$(date -u -d "$START_DAY + $((n - 1)) days" '+%Y-%m-%d')
   key=$tool-night$n
   case $tool in
-    coffer) # @ = start at that time and let the clock run (a frozen clock would stall timers)
+    coffer) # --time records the set at the simulated night; the files cache keeps the real clock
       measure "$key" "$COFFER" backup --repo "$r" --name alfresco --time "${day}T02:00:00Z" --json "$SRC" ;;
     restic) measure "$key" restic backup --repo "$r" -q --time "$day 02:00:00" "$SRC" ;;
     borg) measure "$key" borg create --compression zstd,3 --timestamp "${day}T02:00:00" "$r::night-$n" "$SRC" ;;
@@ -95,14 +95,7 @@ snapshots() {
   local r
   r=$(repo "$1")
   case $1 in
-    coffer) "$COFFER" sets --repo "$r" --json | python3 -c '
-import json, sys
-t = sys.stdin.read().strip()
-try:
-    d = json.loads(t)
-    print(len(d if isinstance(d, list) else d.get("sets", [])))
-except ValueError:  # one JSON object per line
-    print(sum(1 for l in t.splitlines() if l.strip()))' ;;
+    coffer) "$COFFER" sets --repo "$r" --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' ;;
     restic) restic snapshots --repo "$r" --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' ;;
     borg) borg list --short "$r" | wc -l ;;
   esac
@@ -114,13 +107,7 @@ snapshot_days() {
   r=$(repo "$1")
   case $1 in
     coffer) "$COFFER" sets --repo "$r" --json | python3 -c '
-import json, sys
-t = sys.stdin.read().strip()
-try:
-    d = json.loads(t); d = d if isinstance(d, list) else d.get("sets", [])
-except ValueError:
-    d = [json.loads(l) for l in t.splitlines() if l.strip()]
-print(" ".join(sorted(s.get("started", "?")[5:10] for s in d)))' ;;
+import json, sys; print(" ".join(sorted(s["started"][5:10] for s in json.load(sys.stdin))))' ;;
     restic) restic snapshots --repo "$r" --json | python3 -c '
 import json, sys; print(" ".join(sorted(s["time"][5:10] for s in json.load(sys.stdin))))' ;;
     borg) borg list --format '{time:%m-%d}{NL}' "$r" | sort | tr '\n' ' ' | sed 's/ $//'; echo ;;

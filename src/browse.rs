@@ -1,11 +1,12 @@
-//! Looking inside a set without restoring it: path lookup, recursive listings, and
-//! repository-wide statistics.
+//! Looking inside a set without restoring it: path lookup, recursive listings (walked by
+//! [`crate::treewalk`], bounded by the manifest), and repository-wide statistics.
 
 use crate::error::{Error, Result};
 use crate::index::Totals;
 use crate::repo::Repo;
 use crate::set::Manifest;
 use crate::tree::{Node, NodeKind, Tree};
+use crate::treewalk::{self, Limits, Origin, Step};
 
 /// One line of a listing.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,13 +61,15 @@ pub fn lookup(repo: &Repo, m: &Manifest, path: &str) -> Result<(Option<Node>, Op
     Ok((node, if is_dir { Some(tree) } else { None }))
 }
 
-/// Lists `path` (or every component when `None`) recursively, calling `f` per entry.
+/// Lists `path` (or every component when `None`) recursively, calling `f` per entry. The walk
+/// is bounded by what the manifest declares for the component ([`Limits::declared`]).
 pub fn list(repo: &Repo, m: &Manifest, path: Option<&str>, f: &mut dyn FnMut(Listed) -> Result<()>) -> Result<()> {
-    let roots: Vec<String> = match path {
-        Some(p) => vec![crate::restore::split_path(p)?.join("/")],
-        None => m.components.iter().map(|c| c.name.clone()).collect(),
+    let roots: Vec<Vec<String>> = match path {
+        Some(p) => vec![crate::restore::split_path(p)?.into_iter().map(String::from).collect()],
+        None => m.components.iter().map(|c| vec![c.name.clone()]).collect(),
     };
-    for root in roots {
+    for parts in roots {
+        let root = parts.join("/");
         let (node, tree) = lookup(repo, m, &root)?;
         match (&node, tree) {
             (Some(n), None) => f(listed(root.clone(), n))?,
@@ -83,20 +86,23 @@ pub fn list(repo: &Repo, m: &Manifest, path: Option<&str>, f: &mut dyn FnMut(Lis
                         target: None,
                     })?;
                 }
-                walk(repo, &t, &root, f)?;
+                let comp =
+                    m.component(&parts[0]).ok_or_else(|| Error::NotFound(format!("no component {:?}", parts[0])))?;
+                let origin = Origin::new(m, &comp.name);
+                treewalk::walk_from(
+                    t,
+                    root.as_bytes(),
+                    parts.len() - 1,
+                    &origin,
+                    &Limits::declared(comp),
+                    |id| repo.read_tree(id),
+                    |e| {
+                        f(listed(e.path_lossy(), e.node))?;
+                        Ok(Step::Descend)
+                    },
+                )?;
             }
             (None, None) => {}
-        }
-    }
-    Ok(())
-}
-
-fn walk(repo: &Repo, t: &Tree, prefix: &str, f: &mut dyn FnMut(Listed) -> Result<()>) -> Result<()> {
-    for n in &t.nodes {
-        let p = format!("{prefix}/{}", n.name_lossy());
-        f(listed(p.clone(), n))?;
-        if let Some(id) = n.subtree_id() {
-            walk(repo, &repo.read_tree(&id)?, &p, f)?;
         }
     }
     Ok(())

@@ -4,7 +4,11 @@
 //! Invariants:
 //! - Paths in the archive are `component/…` as in a restore, so `coffer dump R SET | tar -x`
 //!   gives the same tree as `coffer restore --target .`; a subtree keeps its full path.
-//! - Parents come before their children (tar sets directory times after their contents).
+//! - Parents come before their children (tar sets directory times after their contents). The
+//!   walk is [`crate::treewalk`]'s: no recursion, a depth limit, and never more entries or bytes
+//!   than the manifest declares for the component.
+//! - Every chunk is streamed only at the length the tree claims for it, or the dump fails
+//!   naming the file and the chunk.
 //! - Every header is ustar; a pax extended header (`x`) precedes it when a value does not fit:
 //!   a path or link target over 100 bytes or not ASCII, a size of 8 GiB or more, an mtime
 //!   before 1970 or with nanoseconds. GNU tar and bsdtar read these.
@@ -18,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::repo::Repo;
 use crate::set::Manifest;
 use crate::tree::{Node, NodeKind, Tree};
+use crate::treewalk::{self, Limits, Origin, Step};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -64,14 +69,16 @@ pub fn dump(repo: &Repo, m: &Manifest, path: Option<&str>, out: &mut dyn Write) 
             match (node, tree) {
                 (Some(n), _) if n.kind == NodeKind::File => {
                     d.report.raw = true;
-                    d.content(&n)?;
+                    d.content(full.as_bytes(), &n)?;
                     d.out.flush().map_err(out_err)?;
                     return Ok(d.report);
                 }
                 (None, Some(_)) => d.component(m, &full)?,
                 (Some(n), Some(t)) => {
                     d.entry(full.as_bytes(), &n)?;
-                    d.tree(full.as_bytes(), &t)?;
+                    let c =
+                        m.component(parts[0]).ok_or_else(|| Error::NotFound(format!("no component {:?}", parts[0])))?;
+                    d.tree(&Origin::new(m, &c.name), &Limits::declared(c), full.as_bytes(), parts.len() - 1, t)?;
                 }
                 (Some(n), None) => d.entry(full.as_bytes(), &n)?,
                 (None, None) => return Err(Error::NotFound(format!("{p}: not in the set"))),
@@ -102,23 +109,25 @@ impl Dumper<'_> {
         };
         self.entry(name.as_bytes(), &dir)?;
         let tree = self.repo.read_tree(&c.root)?;
-        self.tree(name.as_bytes(), &tree)
+        self.tree(&Origin::new(m, name), &Limits::declared(c), name.as_bytes(), 0, tree)
     }
 
-    fn tree(&mut self, prefix: &[u8], t: &Tree) -> Result<()> {
-        for n in &t.nodes {
-            let mut p = prefix.to_vec();
-            p.push(b'/');
-            p.extend_from_slice(&n.name);
-            self.entry(&p, n)?;
-            if n.kind == NodeKind::Dir {
-                let id = n.subtree_id().ok_or_else(|| {
-                    Error::corrupt(String::from_utf8_lossy(&p).into_owned(), 0, "directory without subtree")
-                })?;
-                let sub = self.repo.read_tree(&id)?;
-                self.tree(&p, &sub)?;
-            }
-        }
+    /// Writes every entry under `t` (the tree at `prefix`, `depth` levels below its
+    /// component's root), parents first, bounded by `limits`.
+    fn tree(&mut self, origin: &Origin, limits: &Limits, prefix: &[u8], depth: usize, t: Tree) -> Result<()> {
+        let repo = self.repo;
+        treewalk::walk_from(
+            t,
+            prefix,
+            depth,
+            origin,
+            limits,
+            |id| repo.read_tree(id),
+            |e| {
+                self.entry(e.path, e.node)?;
+                Ok(Step::Descend)
+            },
+        )?;
         Ok(())
     }
 
@@ -177,7 +186,7 @@ impl Dumper<'_> {
         self.out.write_all(h.as_bytes()).map_err(out_err)?;
         self.report.entries += 1;
         if n.kind == NodeKind::File {
-            self.content(n)?;
+            self.content(path, n)?;
             self.pad(n.size)?;
         }
         Ok(())
@@ -191,25 +200,19 @@ impl Dumper<'_> {
         Ok(())
     }
 
-    /// Streams a file's content; a chunk equal to the previous one is not read again.
-    fn content(&mut self, n: &Node) -> Result<()> {
+    /// Streams a file's content; a chunk equal to the previous one is not read again, but
+    /// every reference is checked against the length of the bytes it streams
+    /// ([`crate::repo::check_claim`]): a tree may claim one chunk with two lengths.
+    fn content(&mut self, path: &[u8], n: &Node) -> Result<()> {
+        let file = || String::from_utf8_lossy(path).into_owned();
         let mut last: Option<(crate::id::ChunkId, Vec<u8>)> = None;
         for c in &n.content {
             let id = c.chunk_id();
             if last.as_ref().map(|(l, _)| *l != id).unwrap_or(true) {
-                let data = self.repo.read_chunk(&id)?;
-                if data.len() != c.len as usize {
-                    return Err(Error::Failed(format!(
-                        "{}: chunk {} has {} bytes, the tree says {}",
-                        n.name_lossy(),
-                        id.short(),
-                        data.len(),
-                        c.len
-                    )));
-                }
-                last = Some((id, data));
+                last = Some((id, self.repo.read_file_chunk(c, &file())?));
             }
             let (_, data) = last.as_ref().expect("set above");
+            crate::repo::check_claim(c, data.len(), &file())?;
             self.out.write_all(data).map_err(out_err)?;
             self.report.bytes += data.len() as u64;
         }

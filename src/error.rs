@@ -22,6 +22,12 @@ pub enum Error {
     #[error("{}: corrupt at offset {offset}: {what}", path.display())]
     Corrupt { path: PathBuf, offset: u64, what: String },
 
+    /// A set's trees contradict themselves, their blobs or their manifest (a tree deeper than
+    /// any backup makes, expanding beyond what the manifest declares, a chunk claimed with a
+    /// length it does not have). `at` names the set, component and path, or the file.
+    #[error("{at}: {what}")]
+    BadTree { at: String, what: String },
+
     #[error("{}: index database: {source}", path.display())]
     Index { path: PathBuf, source: rusqlite::Error },
 
@@ -62,7 +68,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::NotARepository { .. } => ErrorKind::NotARepository,
             Error::UnsupportedVersion { .. } => ErrorKind::UnsupportedVersion,
-            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Corrupt { .. } | Error::BadTree { .. } => ErrorKind::Corrupt,
             Error::Index { .. } => ErrorKind::Index,
             Error::InvalidInput(_) => ErrorKind::InvalidInput,
             Error::NotFound(_) => ErrorKind::NotFound,

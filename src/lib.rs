@@ -31,6 +31,7 @@ pub mod solr;
 pub mod store;
 pub mod sys;
 pub mod tree;
+pub mod treewalk;
 pub mod verify;
 pub mod walk;
 

@@ -123,14 +123,7 @@ pub fn read_at(repo: &Repo, cache: &ChunkCache, n: &Node, ends: &[u64], offset: 
         let c = &n.content[i];
         let start = ends[i] - c.len as u64;
         let data = cache.get(repo, &c.chunk_id())?;
-        if data.len() != c.len as usize {
-            return Err(Error::Failed(format!(
-                "chunk {} has {} bytes, the tree says {}",
-                c.chunk_id().short(),
-                data.len(),
-                c.len
-            )));
-        }
+        crate::repo::check_claim(c, data.len(), &n.name_lossy())?;
         let from = (pos - start) as usize;
         let to = (end.min(ends[i]) - start) as usize;
         out.extend_from_slice(&data[from..to]);

@@ -5,7 +5,8 @@
 //! during a backup fails with `Locked` before it does anything):
 //!
 //! 1. Mark: every tree and data chunk reachable from every set goes into a temporary SQLite
-//!    table (`Index::begin_marking`), so memory does not grow with the repository. A needed
+//!    table (`Index::begin_marking`), so memory does not grow with the repository; the walk is
+//!    [`crate::treewalk`]'s (no recursion; a tree deeper than its limit stops the prune). A needed
 //!    chunk with no index row stops the prune before anything is changed.
 //! 2. Plan: a pack none of whose index rows is needed is deleted; then, while the unneeded
 //!    bytes left in the remaining packs exceed `max_unused` of their total size, the pack
@@ -34,6 +35,7 @@ use crate::lock::{Lease, LeaseKind};
 use crate::pack::{self, PackWriter};
 use crate::repo::Repo;
 use crate::tree::NodeKind;
+use crate::treewalk::{self, Limits, Origin, Step};
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -148,27 +150,21 @@ fn plan(usage: &[PackUsage], max_unused: f64, target: u64) -> Plan {
     p
 }
 
-/// Marks every tree and chunk reachable from `root`. A tree already marked was walked.
-fn mark_tree(repo: &Repo, idx: &Index, root: &TreeId) -> Result<()> {
+/// Marks every tree and chunk reachable from `root`. A tree already marked was walked, so
+/// shared subtrees are walked once (no bound on expansion is needed); the depth limit holds.
+fn mark_tree(repo: &Repo, idx: &Index, origin: &Origin, root: &TreeId) -> Result<()> {
     if !idx.mark_needed(&root.as_chunk())? {
         return Ok(());
     }
-    let tree = repo.read_tree(root)?;
-    for n in &tree.nodes {
-        match n.kind {
-            NodeKind::Dir => {
-                if let Some(sub) = n.subtree_id() {
-                    mark_tree(repo, idx, &sub)?;
-                }
-            }
-            NodeKind::File => {
-                for c in &n.content {
-                    idx.mark_needed(&c.chunk_id())?;
-                }
-            }
-            NodeKind::Symlink => {}
+    treewalk::walk(repo, origin, root, origin.component.as_bytes(), &Limits::default(), |e| {
+        for c in &e.node.content {
+            idx.mark_needed(&c.chunk_id())?;
         }
-    }
+        match e.node.subtree_id() {
+            Some(sub) if e.node.kind == NodeKind::Dir && idx.mark_needed(&sub.as_chunk())? => Ok(Step::Descend),
+            _ => Ok(Step::Skip),
+        }
+    })?;
     Ok(())
 }
 
@@ -196,7 +192,7 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     idx.begin_marking()?;
     for (_, m) in &sets {
         for c in &m.components {
-            mark_tree(repo, &idx, &c.root)?;
+            mark_tree(repo, &idx, &Origin::new(m, &c.name), &c.root)?;
         }
     }
     idx.end_marking()?;

@@ -17,7 +17,7 @@ use crate::id::{ChunkId, PackId, SetId, TreeId};
 use crate::index::Index;
 use crate::pack::{self, BlobKind};
 use crate::set::Manifest;
-use crate::tree::Tree;
+use crate::tree::{ChunkRef, Tree};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -161,6 +161,27 @@ impl Repo {
         self.read_entry(&loc.pack, &loc.entry)
     }
 
+    /// Reads one chunk of a file's content, checked against the length the file's tree claims
+    /// for it: readers place chunks by those lengths, so a claim the blob does not match would
+    /// shift or pad the file (one chunk claimed at 4 GiB a thousand times is a 4 TB file).
+    /// The catalog's length is compared before reading, and [`pack::decode_blob`] checks the
+    /// decoded bytes against it. `file` names the file in the error.
+    pub fn read_file_chunk(&self, c: &ChunkRef, file: &str) -> Result<Vec<u8>> {
+        let id = c.chunk_id();
+        let loc = self.index()?.lookup(&id)?.ok_or_else(|| {
+            Error::NotFound(format!("{file}: chunk {} is not in the index (repository damaged?)", id.short()))
+        })?;
+        check_claim(c, loc.entry.raw_len as usize, file)?;
+        self.read_entry(&loc.pack, &loc.entry)
+    }
+
+    /// Why a file's chunk reference does not hold, judged from the catalog without reading
+    /// the pack: `None` when the chunk is indexed with the length the tree claims (or not
+    /// indexed at all, which callers check and report themselves).
+    pub fn claim_problem(&self, c: &ChunkRef) -> Result<Option<String>> {
+        Ok(self.index()?.lookup(&c.chunk_id())?.and_then(|loc| claim_mismatch(c, loc.entry.raw_len as usize)))
+    }
+
     pub fn read_entry(&self, pack_id: &PackId, e: &pack::Entry) -> Result<Vec<u8>> {
         let path = pack::pack_path(&self.root, pack_id);
         let f = self.pack_file(pack_id)?;
@@ -276,6 +297,25 @@ impl std::ops::Deref for IndexGuard<'_> {
 impl std::ops::DerefMut for IndexGuard<'_> {
     fn deref_mut(&mut self) -> &mut Index {
         self.0.as_mut().expect("opened in Repo::index")
+    }
+}
+
+/// The reason a chunk of `actual` bytes does not fit the reference `c`, if it does not.
+pub fn claim_mismatch(c: &ChunkRef, actual: usize) -> Option<String> {
+    (actual != c.len as usize).then(|| {
+        format!(
+            "chunk {}: the tree claims {} bytes but the chunk holds {actual} (damaged or hostile repository)",
+            c.chunk_id().short(),
+            c.len
+        )
+    })
+}
+
+/// Fails, naming `file` and the chunk, when a chunk of `actual` bytes does not fit `c`.
+pub fn check_claim(c: &ChunkRef, actual: usize, file: &str) -> Result<()> {
+    match claim_mismatch(c, actual) {
+        None => Ok(()),
+        Some(what) => Err(Error::BadTree { at: file.to_string(), what }),
     }
 }
 

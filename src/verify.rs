@@ -340,7 +340,13 @@ fn walk_tree(
                     // Unchanged trees shared between sets are checked once, but damage in
                     // them is still attributed to every set that names them.
                     if first_visit || !bad_chunks.is_empty() || !bad_packs.is_empty() {
-                        if let Some(why) = check(&cid)? {
+                        // A chunk claimed with a length it doesn't have would be restored
+                        // shifted or padded: judged from the catalog (the shared check).
+                        let why = match check(&cid)? {
+                            None => repo.claim_problem(c)?,
+                            why => why,
+                        };
+                        if let Some(why) = why {
                             affected.push(format!("{path}: {why}"));
                             break;
                         }

@@ -55,11 +55,13 @@ pub struct NodeReader<'a> {
     chunks: std::vec::IntoIter<crate::tree::ChunkRef>,
     buf: Vec<u8>,
     pos: usize,
+    /// The file's name, for errors.
+    file: String,
 }
 
 impl<'a> NodeReader<'a> {
     pub fn new(repo: &'a Repo, n: &Node) -> NodeReader<'a> {
-        NodeReader { repo, chunks: n.content.clone().into_iter(), buf: Vec::new(), pos: 0 }
+        NodeReader { repo, chunks: n.content.clone().into_iter(), buf: Vec::new(), pos: 0, file: n.name_lossy() }
     }
 }
 
@@ -69,7 +71,7 @@ impl std::io::Read for NodeReader<'_> {
             let Some(c) = self.chunks.next() else {
                 return Ok(0);
             };
-            self.buf = self.repo.read_chunk(&c.chunk_id()).map_err(std::io::Error::other)?;
+            self.buf = self.repo.read_file_chunk(&c, &self.file).map_err(std::io::Error::other)?;
             self.pos = 0;
         }
         let n = out.len().min(self.buf.len() - self.pos);

@@ -36,6 +36,19 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
 ";
 
+/// Chunk copies `verify` found damaged or missing, by chunk id and the pack of that copy.
+/// Added to version-1 catalogs when first opened for writing (a catalog without it simply
+/// knows of no damage); see docs/format.md, "Changes".
+const DAMAGED_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS damaged (
+    id BLOB NOT NULL,
+    pack BLOB NOT NULL,
+    why TEXT NOT NULL,
+    found INTEGER NOT NULL,
+    PRIMARY KEY (id, pack)
+) WITHOUT ROWID;
+";
+
 /// Where a chunk lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -125,8 +138,17 @@ fn insert_pack(tx: &rusqlite::Transaction, path: &Path, pack: &Finished, now: i6
         ),
     )?;
     let n: i64 = sql(path, tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
+    // A backup keeps a chunk's first location unless that copy is known damaged: then the
+    // fresh copy it just stored replaces it, so every set naming the chunk is whole again.
     let insert = match existing {
-        Existing::Keep => "INSERT OR IGNORE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        Existing::Keep => {
+            "INSERT INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset,
+                 stored_len = excluded.stored_len, raw_len = excluded.raw_len, kind = excluded.kind,
+                 compression = excluded.compression
+             WHERE EXISTS (SELECT 1 FROM damaged d JOIN packs p ON p.id = d.pack
+                           WHERE d.id = chunks.id AND p.n = chunks.pack)"
+        }
         Existing::Repoint => "INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     };
     let mut st = sql(path, tx.prepare_cached(insert))?;
@@ -156,6 +178,7 @@ impl Index {
         let idx = Index { path: path.to_path_buf(), conn };
         idx.configure()?;
         sql(path, idx.conn.execute_batch(SCHEMA))?;
+        sql(path, idx.conn.execute_batch(DAMAGED_SCHEMA))?;
         sql(path, idx.conn.execute("INSERT OR REPLACE INTO meta VALUES ('repository_id', ?1)", [repository_id]))?;
         sql(path, idx.conn.pragma_update(None, "user_version", SCHEMA_VERSION))?;
         Ok(idx)
@@ -193,7 +216,28 @@ impl Index {
         if rid.as_deref() != Some(repository_id) {
             return Err(bad("index database belongs to another repository".into()));
         }
+        idx.ensure_damaged_table(read_only)?;
         Ok(idx)
+    }
+
+    /// Makes sure the `damaged` table exists. A catalog written before it existed gets it
+    /// (a no-op when present, so nothing is written then); one that can't be written gets an
+    /// empty temporary table of that name, so every query can name it.
+    fn ensure_damaged_table(&self, read_only: bool) -> Result<()> {
+        let present: bool = sql(
+            &self.path,
+            self.conn
+                .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'damaged'", [], |_| Ok(()))
+                .optional()
+                .map(|r| r.is_some()),
+        )?;
+        if present {
+            return Ok(());
+        }
+        if !read_only && self.conn.execute_batch(DAMAGED_SCHEMA).is_ok() {
+            return Ok(());
+        }
+        sql(&self.path, self.conn.execute_batch(&DAMAGED_SCHEMA.replace("CREATE TABLE", "CREATE TEMP TABLE")))
     }
 
     /// Opens the catalog of a repository that can't be written (read-only media). Without a
@@ -255,8 +299,16 @@ impl Index {
         Ok(Some(Location { pack, entry: row.entry(*id).ok_or_else(bad)? }))
     }
 
+    /// Is a usable copy of the chunk stored? A row whose copy `verify` found damaged or
+    /// missing does not count: the backup that meets the chunk's bytes stores them again.
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
-        let mut st = sql(&self.path, self.conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1"))?;
+        let mut st = sql(
+            &self.path,
+            self.conn.prepare_cached(
+                "SELECT 1 FROM chunks c WHERE c.id = ?1 AND NOT EXISTS
+                 (SELECT 1 FROM damaged d JOIN packs p ON p.id = d.pack WHERE d.id = c.id AND p.n = c.pack)",
+            ),
+        )?;
         sql(&self.path, st.exists([&id.as_bytes()[..]]))
     }
 
@@ -368,6 +420,88 @@ impl Index {
     }
 }
 
+/// What the catalog knows about damage (`damaged`): which chunk copies `verify` found
+/// unreadable. A damaged copy is not "stored" for the dedup decision ([`Index::contains`]),
+/// and a backup that stores the chunk again repoints its row to the new copy.
+impl Index {
+    /// Like [`Index::lookup`], with why the located copy is known damaged, if it is.
+    pub fn lookup_damage(&self, id: &ChunkId) -> Result<Option<(Location, Option<String>)>> {
+        let Some(loc) = self.lookup(id)? else { return Ok(None) };
+        let mut st =
+            sql(&self.path, self.conn.prepare_cached("SELECT why FROM damaged WHERE id = ?1 AND pack = ?2"))?;
+        let why = sql(
+            &self.path,
+            st.query_row(params![&id.as_bytes()[..], &loc.pack.as_bytes()[..]], |r| r.get::<_, String>(0)).optional(),
+        )?;
+        Ok(Some((loc, why)))
+    }
+
+    /// The catalog's rows that point into `pack`, in offset order: each the entry it
+    /// describes, or (id, why) when a value is out of range.
+    pub fn pack_rows(&self, pack: &PackId) -> Result<Vec<std::result::Result<Entry, (ChunkId, String)>>> {
+        let mut st = sql(
+            &self.path,
+            self.conn.prepare(
+                "SELECT c.id, c.offset, c.stored_len, c.raw_len, c.kind, c.compression
+                 FROM chunks c JOIN packs p ON p.n = c.pack WHERE p.id = ?1 ORDER BY c.offset",
+            ),
+        )?;
+        let rows = sql(&self.path, st.query_map([&pack.as_bytes()[..]], ChunkRow::read))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let row = sql(&self.path, r)?;
+            let Some(id) = ChunkId::from_slice(&row.key) else { continue };
+            out.push(row.entry(id).ok_or((id, "the catalog row holds values out of range".to_string())));
+        }
+        Ok(out)
+    }
+
+    /// Records that the copy of `id` in `pack` is damaged or missing.
+    pub fn record_damaged(&self, id: &ChunkId, pack: &PackId, why: &str, now: i64) -> Result<()> {
+        let mut st = sql(&self.path, self.conn.prepare_cached("INSERT OR REPLACE INTO damaged VALUES (?1, ?2, ?3, ?4)"))?;
+        sql(&self.path, st.execute(params![&id.as_bytes()[..], &pack.as_bytes()[..], why, now])).map(|_| ())
+    }
+
+    /// Records every chunk row pointing into `pack` as damaged (the pack is missing or cut
+    /// short, or its trailer is unreadable and it was not read). Returns how many.
+    pub fn record_pack_damaged(&self, pack: &PackId, why: &str, now: i64) -> Result<u64> {
+        sql(
+            &self.path,
+            self.conn.execute(
+                "INSERT OR REPLACE INTO damaged SELECT c.id, p.id, ?2, ?3 FROM chunks c JOIN packs p ON p.n = c.pack
+                 WHERE p.id = ?1",
+                params![&pack.as_bytes()[..], why, now],
+            ),
+        )
+        .map(|n| n as u64)
+    }
+
+    /// Forgets damage recorded for the copy of `id` in `pack` (a full read found it intact).
+    pub fn clear_damaged(&self, id: &ChunkId, pack: &PackId) -> Result<()> {
+        let mut st = sql(&self.path, self.conn.prepare_cached("DELETE FROM damaged WHERE id = ?1 AND pack = ?2"))?;
+        sql(&self.path, st.execute(params![&id.as_bytes()[..], &pack.as_bytes()[..]])).map(|_| ())
+    }
+
+    /// Every recorded damaged copy as (chunk, pack, why), to carry over a rebuild.
+    pub fn damaged_rows(&self) -> Result<Vec<(ChunkId, PackId, String, i64)>> {
+        let mut st = sql(&self.path, self.conn.prepare("SELECT id, pack, why, found FROM damaged"))?;
+        let rows = sql(
+            &self.path,
+            st.query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            }),
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, pack, why, found) = sql(&self.path, r)?;
+            if let (Some(id), Some(pack)) = (ChunkId::from_slice(&id), PackId::from_slice(&pack)) {
+                out.push((id, pack, why, found));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Totals {
     pub packs: u64,
@@ -441,7 +575,9 @@ impl Index {
             &self.path,
             self.conn.prepare(
                 "SELECT p.n, p.id, p.size, p.chunks, count(c.id), count(k.id),
-                        coalesce(sum(CASE WHEN k.id IS NOT NULL THEN c.stored_len ELSE 0 END), 0)
+                        coalesce(sum(CASE WHEN k.id IS NOT NULL THEN c.stored_len ELSE 0 END), 0),
+                        count(CASE WHEN k.id IS NOT NULL AND EXISTS
+                            (SELECT 1 FROM damaged d WHERE d.id = c.id AND d.pack = p.id) THEN 1 END)
                  FROM packs p LEFT JOIN chunks c ON c.pack = p.n LEFT JOIN temp.needed k ON k.id = c.id
                  GROUP BY p.n ORDER BY p.n",
             ),
@@ -457,12 +593,13 @@ impl Index {
                     r.get::<_, i64>(4)?,
                     r.get::<_, i64>(5)?,
                     r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             }),
         )?;
         let mut out = Vec::new();
         for r in rows {
-            let (n, id, size, entries, rows, needed, needed_bytes) = sql(&self.path, r)?;
+            let (n, id, size, entries, rows, needed, needed_bytes, needed_damaged) = sql(&self.path, r)?;
             let id = PackId::from_slice(&id).ok_or_else(|| Error::corrupt(&self.path, 0, "bad pack id row"))?;
             out.push(PackUsage {
                 n,
@@ -472,6 +609,7 @@ impl Index {
                 rows: rows as u64,
                 needed: needed as u64,
                 needed_bytes: needed_bytes as u64,
+                needed_damaged: needed_damaged as u64,
             });
         }
         Ok(out)
@@ -502,6 +640,9 @@ pub struct PackUsage {
     pub rows: u64,
     pub needed: u64,
     pub needed_bytes: u64,
+    /// Needed rows whose copy here is known damaged (no good copy exists elsewhere, or the
+    /// row would point at it): such a pack is kept as it is, never repacked or deleted.
+    pub needed_damaged: u64,
 }
 
 /// Prune's open transaction. Dropped without [`Rewrite::commit`], it rolls back: the index is
@@ -539,6 +680,8 @@ impl Rewrite<'_> {
     /// Drops pack row `n` and the rows of chunks still pointing into it (those not moved).
     pub fn remove_pack(&self, n: i64) -> Result<()> {
         sql(&self.path, self.tx.execute("DELETE FROM chunks WHERE pack = ?1", [n]))?;
+        // Its damaged copies go with it; the record has nothing left to describe.
+        sql(&self.path, self.tx.execute("DELETE FROM damaged WHERE pack = (SELECT id FROM packs WHERE n = ?1)", [n]))?;
         sql(&self.path, self.tx.execute("DELETE FROM packs WHERE n = ?1", [n])).map(|_| ())
     }
 

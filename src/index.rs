@@ -427,8 +427,7 @@ impl Index {
     /// Like [`Index::lookup`], with why the located copy is known damaged, if it is.
     pub fn lookup_damage(&self, id: &ChunkId) -> Result<Option<(Location, Option<String>)>> {
         let Some(loc) = self.lookup(id)? else { return Ok(None) };
-        let mut st =
-            sql(&self.path, self.conn.prepare_cached("SELECT why FROM damaged WHERE id = ?1 AND pack = ?2"))?;
+        let mut st = sql(&self.path, self.conn.prepare_cached("SELECT why FROM damaged WHERE id = ?1 AND pack = ?2"))?;
         let why = sql(
             &self.path,
             st.query_row(params![&id.as_bytes()[..], &loc.pack.as_bytes()[..]], |r| r.get::<_, String>(0)).optional(),
@@ -458,7 +457,8 @@ impl Index {
 
     /// Records that the copy of `id` in `pack` is damaged or missing.
     pub fn record_damaged(&self, id: &ChunkId, pack: &PackId, why: &str, now: i64) -> Result<()> {
-        let mut st = sql(&self.path, self.conn.prepare_cached("INSERT OR REPLACE INTO damaged VALUES (?1, ?2, ?3, ?4)"))?;
+        let mut st =
+            sql(&self.path, self.conn.prepare_cached("INSERT OR REPLACE INTO damaged VALUES (?1, ?2, ?3, ?4)"))?;
         sql(&self.path, st.execute(params![&id.as_bytes()[..], &pack.as_bytes()[..], why, now])).map(|_| ())
     }
 
@@ -698,17 +698,37 @@ impl Rewrite<'_> {
     }
 }
 
+/// What [`rebuild`] did.
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    /// Packs indexed from their trailers.
+    pub packs: u64,
+    /// Packs whose trailer could not be used, whatever was salvaged from them.
+    pub bad: Vec<Error>,
+    /// One line per damaged pack whose blobs were salvaged into a new pack.
+    pub salvaged: Vec<String>,
+}
+
 /// Rebuilds the catalog from the packs' trailers into `path` (written to a temporary file and
-/// renamed over, so a failed rebuild leaves the old catalog). Returns packs indexed and any
-/// packs that could not be read.
-pub fn rebuild(repo: &Path, path: &Path, repository_id: &str, now: i64) -> Result<(u64, Vec<Error>)> {
+/// renamed over, so a failed rebuild leaves the old catalog). A pack whose trailer can't be
+/// used is not dropped whole: every blob [`crate::pack::salvage`] recovers (each checked
+/// against its id) is copied into a new pack written by the normal write order and indexed;
+/// the damaged file stays where it is, unindexed (prune removes it later). Damage the old
+/// catalog had recorded is carried over for the copies that are still indexed.
+pub fn rebuild(
+    repo: &Path,
+    path: &Path,
+    repository_id: &str,
+    hasher: &crate::chunker::Hasher,
+    now: i64,
+) -> Result<Rebuilt> {
+    let previous_damage = Index::open(path, repository_id).and_then(|old| old.damaged_rows()).unwrap_or_default();
     let tmp = path.with_extension("rebuild");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
     }
     let mut idx = Index::create(&tmp, repository_id)?;
-    let mut ok = 0;
-    let mut bad = Vec::new();
+    let mut out = Rebuilt::default();
     for pack_path in crate::repo::list_packs(repo)? {
         let Some(id) = pack_path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else {
             continue;
@@ -716,16 +736,31 @@ pub fn rebuild(repo: &Path, path: &Path, repository_id: &str, now: i64) -> Resul
         let size = match std::fs::metadata(&pack_path) {
             Ok(m) => m.len(),
             Err(e) => {
-                bad.push(Error::Io { path: pack_path, source: e });
+                out.bad.push(Error::Io { path: pack_path, source: e });
                 continue;
             }
         };
         match crate::pack::read_trailer(&pack_path) {
             Ok(entries) => {
                 idx.add_pack(&Finished { id, size, entries }, now)?;
-                ok += 1;
+                out.packs += 1;
             }
-            Err(e) => bad.push(e),
+            Err(e) => {
+                if let Some(line) = salvage_into_new_pack(repo, &pack_path, hasher, &mut idx, now)? {
+                    out.salvaged.push(line);
+                }
+                out.bad.push(e);
+            }
+        }
+    }
+    for (c, pack, why, found) in previous_damage {
+        let known: bool = sql(
+            &tmp,
+            idx.conn.query_row("SELECT 1 FROM packs WHERE id = ?1", [&pack.as_bytes()[..]], |_| Ok(())).optional(),
+        )?
+        .is_some();
+        if known {
+            idx.record_damaged(&c, &pack, &why, found)?;
         }
     }
     sql(&tmp, idx.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
@@ -734,7 +769,36 @@ pub fn rebuild(repo: &Path, path: &Path, repository_id: &str, now: i64) -> Resul
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-    Ok((ok, bad))
+    Ok(out)
+}
+
+/// Copies the blobs salvaged from the damaged pack at `pack_path` into a new pack (durable
+/// before it is indexed) and indexes it. Returns a line saying what was saved, if anything.
+fn salvage_into_new_pack(
+    repo: &Path,
+    pack_path: &Path,
+    hasher: &crate::chunker::Hasher,
+    idx: &mut Index,
+    now: i64,
+) -> Result<Option<String>> {
+    let Ok(data) = std::fs::read(pack_path) else { return Ok(None) };
+    let entries = crate::pack::salvage(pack_path, &data, hasher);
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut w = crate::pack::PackWriter::create(repo)?;
+    for e in &entries {
+        let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+        w.add(e.id, e.kind, e.compression, stored, e.raw_len)?;
+    }
+    let finished = w.finish()?;
+    idx.add_pack(&finished, now)?;
+    Ok(Some(format!(
+        "{}: trailer unusable; {} blob(s) that check against their ids salvaged into pack {} (the damaged file is left unindexed)",
+        pack_path.display(),
+        entries.len(),
+        finished.id.short()
+    )))
 }
 
 /// A Bloom filter over chunk ids. Ids are already uniform hashes, so the probe positions are

@@ -212,6 +212,121 @@ pub fn decode_blob(path: &Path, e: &Entry, stored: &[u8], hasher: &crate::chunke
     Ok(raw)
 }
 
+/// The largest raw blob a salvage scan will try to decode (the chunker's largest maximum).
+const SALVAGE_MAX_RAW: u32 = 16 << 20;
+
+/// Recovers the blobs of a pack whose trailer can't be used (damaged, or the pack cut
+/// short), from the pack's bytes `data`. Blobs are not self-delimiting, so three sources of
+/// boundaries are tried, and a blob is kept only when it decodes to its id (keyed BLAKE3:
+/// no guess can pass for a chunk it is not):
+///
+/// 1. every 52-byte window that parses as a trailer entry (the entries that survived, even
+///    with the footer gone or other entries damaged);
+/// 2. zstd frames (magic `28 B5 2F FD`; a frame knows its own length and content size) in
+///    the bytes no entry accounted for;
+/// 3. each gap between two recovered blobs (or between the header and the first one), as
+///    one raw blob: a raw blob whose entry was lost sits exactly there.
+///
+/// Returns the recovered entries in offset order, each naming bytes of `data`.
+pub fn salvage(path: &Path, data: &[u8], hasher: &crate::chunker::Hasher) -> Vec<Entry> {
+    let mut found: std::collections::BTreeMap<u64, Entry> = Default::default();
+    let mut ids: std::collections::HashSet<ChunkId> = Default::default();
+    let body_start = HEADER_LEN as usize;
+    let check = |e: &Entry| -> bool {
+        let end = e.offset as usize + e.stored_len as usize;
+        end <= data.len() && decode_blob(path, e, &data[e.offset as usize..end], hasher).is_ok()
+    };
+    // 1. Surviving entries.
+    if data.len() >= body_start + ENTRY_LEN {
+        for p in body_start..=data.len() - ENTRY_LEN {
+            let b = &data[p..p + ENTRY_LEN];
+            if b[34] != 0 || b[35] != 0 || b[32] > 1 || b[33] > 1 {
+                continue;
+            }
+            let Ok(e) = Entry::decode(b) else { continue };
+            let plausible = e.offset >= HEADER_LEN
+                && e.stored_len > 0
+                && e.raw_len <= SALVAGE_MAX_RAW
+                && e.offset + e.stored_len as u64 <= p as u64
+                && (e.compression == Compression::Zstd || e.stored_len == e.raw_len);
+            if plausible && !ids.contains(&e.id) && !found.contains_key(&e.offset) && check(&e) {
+                ids.insert(e.id);
+                found.insert(e.offset, e);
+            }
+        }
+    }
+    let covered = |found: &std::collections::BTreeMap<u64, Entry>, at: u64| {
+        found.range(..=at).next_back().is_some_and(|(o, e)| at < o + e.stored_len as u64)
+    };
+    let classify = |raw: &[u8]| {
+        if raw.starts_with(crate::tree::MAGIC) && crate::tree::Tree::decode(path, 0, raw).is_ok() {
+            BlobKind::Tree
+        } else {
+            BlobKind::Data
+        }
+    };
+    // 2. zstd frames outside what the entries cover.
+    let mut p = body_start;
+    while p + 4 <= data.len() {
+        if data[p..p + 4] != [0x28, 0xB5, 0x2F, 0xFD] || covered(&found, p as u64) {
+            p += 1;
+            continue;
+        }
+        let rest = &data[p..];
+        let (Ok(n), Ok(Some(size))) =
+            (zstd::zstd_safe::find_frame_compressed_size(rest), zstd::zstd_safe::get_frame_content_size(rest))
+        else {
+            p += 1;
+            continue;
+        };
+        if n == 0 || n > rest.len() || size > SALVAGE_MAX_RAW as u64 {
+            p += 1;
+            continue;
+        }
+        match zstd::bulk::decompress(&rest[..n], size as usize) {
+            Ok(raw) if raw.len() as u64 == size => {
+                let id = hasher.id(&raw);
+                if ids.insert(id) {
+                    let kind = classify(&raw);
+                    let e = Entry {
+                        id,
+                        kind,
+                        compression: Compression::Zstd,
+                        offset: p as u64,
+                        stored_len: n as u32,
+                        raw_len: size as u32,
+                    };
+                    found.insert(e.offset, e);
+                }
+                p += n;
+            }
+            _ => p += 1,
+        }
+    }
+    // 3. Gaps between recovered blobs, each tried as one raw blob.
+    let mut gaps = Vec::new();
+    let mut cur = HEADER_LEN;
+    for (o, e) in &found {
+        if *o > cur && *o - cur <= SALVAGE_MAX_RAW as u64 {
+            gaps.push((cur, *o));
+        }
+        cur = cur.max(o + e.stored_len as u64);
+    }
+    for (a, b) in gaps {
+        let raw = &data[a as usize..b as usize];
+        let id = hasher.id(raw);
+        if ids.insert(id) {
+            let kind = classify(raw);
+            let len = (b - a) as u32;
+            found.insert(
+                a,
+                Entry { id, kind, compression: Compression::None, offset: a, stored_len: len, raw_len: len },
+            );
+        }
+    }
+    found.into_values().collect()
+}
+
 /// Chunks larger than this are first judged by compressing a sample from their middle.
 const SAMPLE: usize = 32 * 1024;
 

@@ -192,14 +192,34 @@ impl Index {
             return Err(Error::corrupt(path, 0, format!("index database is missing; {hint}")));
         }
         let bad = |what: String| Error::corrupt(path, 0, format!("{what}; {hint}"));
-        let read_only = crate::sys::read_only(path.parent().unwrap_or(Path::new(".")));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut read_only = crate::sys::read_only(dir);
         let idx = if read_only {
             Index { path: path.to_path_buf(), conn: Index::open_read_only(path)? }
         } else {
             let conn = sql(path, Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE))?;
             let idx = Index { path: path.to_path_buf(), conn };
-            idx.configure().map_err(|e| bad(format!("index database unreadable ({e})")))?;
-            idx
+            match idx.configure() {
+                Ok(()) => idx,
+                // A full disk: opening in WAL mode needs room for the -wal and -shm files,
+                // reading does not. Read the catalog read-only, and say why if even that fails.
+                Err(e) if crate::sys::no_space(dir) => {
+                    drop(idx);
+                    eprintln!(
+                        "coffer: note: no space left on device for {}: reading the catalog read-only ({e})",
+                        dir.display()
+                    );
+                    read_only = true;
+                    let conn = Index::open_read_only(path).map_err(|e2| {
+                        Error::Failed(format!(
+                            "{}: no space left on device, and the catalog can't be read without writing ({e2})",
+                            path.display()
+                        ))
+                    })?;
+                    Index { path: path.to_path_buf(), conn }
+                }
+                Err(e) => return Err(bad(format!("index database unreadable ({e})"))),
+            }
         };
         let version: i64 = idx
             .conn

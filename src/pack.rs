@@ -232,6 +232,8 @@ pub fn salvage(path: &Path, data: &[u8], hasher: &crate::chunker::Hasher) -> Vec
     let mut found: std::collections::BTreeMap<u64, Entry> = Default::default();
     let mut ids: std::collections::HashSet<ChunkId> = Default::default();
     let body_start = HEADER_LEN as usize;
+    // Where the trailer starts, if the entry of the first blob survived: the body ends there.
+    let mut trailer_start: Option<u64> = None;
     let check = |e: &Entry| -> bool {
         let end = e.offset as usize + e.stored_len as usize;
         end <= data.len() && decode_blob(path, e, &data[e.offset as usize..end], hasher).is_ok()
@@ -250,6 +252,9 @@ pub fn salvage(path: &Path, data: &[u8], hasher: &crate::chunker::Hasher) -> Vec
                 && e.offset + e.stored_len as u64 <= p as u64
                 && (e.compression == Compression::Zstd || e.stored_len == e.raw_len);
             if plausible && !ids.contains(&e.id) && !found.contains_key(&e.offset) && check(&e) {
+                if e.offset == HEADER_LEN {
+                    trailer_start.get_or_insert(p as u64);
+                }
                 ids.insert(e.id);
                 found.insert(e.offset, e);
             }
@@ -312,16 +317,25 @@ pub fn salvage(path: &Path, data: &[u8], hasher: &crate::chunker::Hasher) -> Vec
         }
         cur = cur.max(o + e.stored_len as u64);
     }
+    if let Some(t) = trailer_start.filter(|&t| t > cur && t - cur <= SALVAGE_MAX_RAW as u64) {
+        gaps.push((cur, t));
+    }
+    // Small tree blobs are stored raw and often sit next to each other at the end of a pack:
+    // a gap is also split where a tree blob's magic begins, each piece kept as one blob.
     for (a, b) in gaps {
-        let raw = &data[a as usize..b as usize];
-        let id = hasher.id(raw);
-        if ids.insert(id) {
-            let kind = classify(raw);
-            let len = (b - a) as u32;
-            found.insert(
-                a,
-                Entry { id, kind, compression: Compression::None, offset: a, stored_len: len, raw_len: len },
-            );
+        let gap = &data[a as usize..b as usize];
+        let mut cuts: Vec<u64> = vec![a];
+        let magic = gap.windows(4).enumerate().filter(|(i, w)| *i > 0 && *w == crate::tree::MAGIC);
+        cuts.extend(magic.map(|(i, _)| a + i as u64));
+        cuts.push(b);
+        for w in cuts.windows(2) {
+            let raw = &data[w[0] as usize..w[1] as usize];
+            let id = hasher.id(raw);
+            if ids.insert(id) {
+                let (kind, len) = (classify(raw), raw.len() as u32);
+                let e = Entry { id, kind, compression: Compression::None, offset: w[0], stored_len: len, raw_len: len };
+                found.insert(w[0], e);
+            }
         }
     }
     found.into_values().collect()

@@ -168,6 +168,9 @@ fn mark_tree(repo: &Repo, idx: &Index, root: &TreeId) -> Result<()> {
     if !idx.mark_needed(&root.as_chunk())? {
         return Ok(());
     }
+    if known_damaged(idx, root)? {
+        return Ok(());
+    }
     let tree = repo.read_tree(root)?;
     for n in &tree.nodes {
         match n.kind {
@@ -185,6 +188,15 @@ fn mark_tree(repo: &Repo, idx: &Index, root: &TreeId) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the only copy of tree `id` is recorded damaged (verify found it unreadable).
+/// Marking then stops there: what lies below can't be read through this tree by anyone, so
+/// it can't make the prune stop; the tree's own row stays (marked needed), and verify keeps
+/// reporting the sets that need it as damaged. An unreadable tree *not* known damaged
+/// still stops the prune.
+fn known_damaged(idx: &Index, id: &TreeId) -> Result<bool> {
+    Ok(matches!(idx.lookup_damage(&id.as_chunk())?, Some((_, Some(_)))))
 }
 
 /// Reads and checks (decodes and hashes against its id) each of `entries` in the pack at

@@ -322,3 +322,44 @@ fn a_full_repository_filesystem_can_still_be_read() {
     }
     drop(fs);
 }
+
+#[test]
+fn verify_walks_a_tree_200000_levels_deep_without_recursion() {
+    use coffer::pack::{BlobKind, Compression};
+    use coffer::tree::{Node, NodeKind, Tree};
+    let env = Env::new();
+    let src = small_source(&env);
+    env.init();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let repo = coffer::repo::Repo::open(&env.repo()).unwrap();
+    let (_, mut m) = repo.resolve_set("latest").unwrap();
+    // A chain of directories, each holding only the next, built bottom-up.
+    let mut w = coffer::pack::PackWriter::create(&env.repo()).unwrap();
+    let mut below = m.components[0].root;
+    for _ in 0..200_000 {
+        let node = Node {
+            name: b"d".to_vec(),
+            kind: NodeKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            size: 0,
+            content: Vec::new(),
+            subtree: Some(below.0 .0),
+            target: None,
+        };
+        let bytes = Tree { nodes: vec![node] }.encode();
+        let id = repo.hasher.id(&bytes);
+        w.add(id, BlobKind::Tree, Compression::None, &bytes, bytes.len() as u32).unwrap();
+        below = coffer::id::TreeId(id.0);
+    }
+    let pack = w.finish().unwrap();
+    repo.index().unwrap().add_pack(&pack, 0).unwrap();
+    m.components[0].root = below;
+    let deep = repo.commit_manifest(&m).unwrap();
+    drop(repo);
+    let (code, v) = verify_json(&env, &[]);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(intact_set_ids(&v).contains(&deep.to_hex()[..8].to_string()), "{v}");
+}

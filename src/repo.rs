@@ -210,7 +210,7 @@ impl Repo {
     }
 
     /// Every set whose manifest reads (oldest first), and every manifest that does not.
-    pub fn list_sets_checked(&self) -> Result<(Vec<(SetId, Manifest)>, Vec<DamagedManifest>)> {
+    pub fn list_sets_checked(&self) -> Result<SetListing> {
         let dir = self.sets_dir();
         let mut out = Vec::new();
         let mut damaged = Vec::new();
@@ -295,6 +295,9 @@ impl Repo {
         Ok(id)
     }
 }
+
+/// The sets whose manifests read, and the manifests that don't.
+pub type SetListing = (Vec<(SetId, Manifest)>, Vec<DamagedManifest>);
 
 /// A file in `sets/` named like a manifest that does not read as one.
 #[derive(Debug)]

@@ -193,6 +193,9 @@ fn print_verify(r: &coffer::verify::Report, read_data: bool) {
     for p in &r.unused_packs {
         eprintln!("unused pack (no index entry): {p}");
     }
+    for n in &r.notes {
+        eprintln!("note: {n}");
+    }
     eprintln!(
         "{}: {} sets ({} intact), {} trees, {} chunks, {} packs{}",
         if r.is_ok() { "no errors" } else { "ERRORS FOUND" },

@@ -36,6 +36,19 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
 ";
 
+/// Chunk copies `verify` found damaged or missing, by chunk id and the pack of that copy.
+/// Added to version-1 catalogs when first opened for writing (a catalog without it simply
+/// knows of no damage); see docs/format.md, "Changes".
+const DAMAGED_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS damaged (
+    id BLOB NOT NULL,
+    pack BLOB NOT NULL,
+    why TEXT NOT NULL,
+    found INTEGER NOT NULL,
+    PRIMARY KEY (id, pack)
+) WITHOUT ROWID;
+";
+
 /// Where a chunk lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -125,8 +138,17 @@ fn insert_pack(tx: &rusqlite::Transaction, path: &Path, pack: &Finished, now: i6
         ),
     )?;
     let n: i64 = sql(path, tx.query_row("SELECT n FROM packs WHERE id = ?1", [&pack.id.as_bytes()[..]], |r| r.get(0)))?;
+    // A backup keeps a chunk's first location unless that copy is known damaged: then the
+    // fresh copy it just stored replaces it, so every set naming the chunk is whole again.
     let insert = match existing {
-        Existing::Keep => "INSERT OR IGNORE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        Existing::Keep => {
+            "INSERT INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset,
+                 stored_len = excluded.stored_len, raw_len = excluded.raw_len, kind = excluded.kind,
+                 compression = excluded.compression
+             WHERE EXISTS (SELECT 1 FROM damaged d JOIN packs p ON p.id = d.pack
+                           WHERE d.id = chunks.id AND p.n = chunks.pack)"
+        }
         Existing::Repoint => "INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     };
     let mut st = sql(path, tx.prepare_cached(insert))?;
@@ -156,6 +178,7 @@ impl Index {
         let idx = Index { path: path.to_path_buf(), conn };
         idx.configure()?;
         sql(path, idx.conn.execute_batch(SCHEMA))?;
+        sql(path, idx.conn.execute_batch(DAMAGED_SCHEMA))?;
         sql(path, idx.conn.execute("INSERT OR REPLACE INTO meta VALUES ('repository_id', ?1)", [repository_id]))?;
         sql(path, idx.conn.pragma_update(None, "user_version", SCHEMA_VERSION))?;
         Ok(idx)
@@ -169,14 +192,34 @@ impl Index {
             return Err(Error::corrupt(path, 0, format!("index database is missing; {hint}")));
         }
         let bad = |what: String| Error::corrupt(path, 0, format!("{what}; {hint}"));
-        let read_only = crate::sys::read_only(path.parent().unwrap_or(Path::new(".")));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut read_only = crate::sys::read_only(dir);
         let idx = if read_only {
             Index { path: path.to_path_buf(), conn: Index::open_read_only(path)? }
         } else {
             let conn = sql(path, Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE))?;
             let idx = Index { path: path.to_path_buf(), conn };
-            idx.configure().map_err(|e| bad(format!("index database unreadable ({e})")))?;
-            idx
+            match idx.configure() {
+                Ok(()) => idx,
+                // A full disk: opening in WAL mode needs room for the -wal and -shm files,
+                // reading does not. Read the catalog read-only, and say why if even that fails.
+                Err(e) if crate::sys::no_space(dir) => {
+                    drop(idx);
+                    eprintln!(
+                        "coffer: note: no space left on device for {}: reading the catalog read-only ({e})",
+                        dir.display()
+                    );
+                    read_only = true;
+                    let conn = Index::open_read_only(path).map_err(|e2| {
+                        Error::Failed(format!(
+                            "{}: no space left on device, and the catalog can't be read without writing ({e2})",
+                            path.display()
+                        ))
+                    })?;
+                    Index { path: path.to_path_buf(), conn }
+                }
+                Err(e) => return Err(bad(format!("index database unreadable ({e})"))),
+            }
         };
         let version: i64 = idx
             .conn
@@ -193,7 +236,28 @@ impl Index {
         if rid.as_deref() != Some(repository_id) {
             return Err(bad("index database belongs to another repository".into()));
         }
+        idx.ensure_damaged_table(read_only)?;
         Ok(idx)
+    }
+
+    /// Makes sure the `damaged` table exists. A catalog written before it existed gets it
+    /// (a no-op when present, so nothing is written then); one that can't be written gets an
+    /// empty temporary table of that name, so every query can name it.
+    fn ensure_damaged_table(&self, read_only: bool) -> Result<()> {
+        let present: bool = sql(
+            &self.path,
+            self.conn
+                .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'damaged'", [], |_| Ok(()))
+                .optional()
+                .map(|r| r.is_some()),
+        )?;
+        if present {
+            return Ok(());
+        }
+        if !read_only && self.conn.execute_batch(DAMAGED_SCHEMA).is_ok() {
+            return Ok(());
+        }
+        sql(&self.path, self.conn.execute_batch(&DAMAGED_SCHEMA.replace("CREATE TABLE", "CREATE TEMP TABLE")))
     }
 
     /// Opens the catalog of a repository that can't be written (read-only media). Without a
@@ -255,8 +319,16 @@ impl Index {
         Ok(Some(Location { pack, entry: row.entry(*id).ok_or_else(bad)? }))
     }
 
+    /// Is a usable copy of the chunk stored? A row whose copy `verify` found damaged or
+    /// missing does not count: the backup that meets the chunk's bytes stores them again.
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
-        let mut st = sql(&self.path, self.conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1"))?;
+        let mut st = sql(
+            &self.path,
+            self.conn.prepare_cached(
+                "SELECT 1 FROM chunks c WHERE c.id = ?1 AND NOT EXISTS
+                 (SELECT 1 FROM damaged d JOIN packs p ON p.id = d.pack WHERE d.id = c.id AND p.n = c.pack)",
+            ),
+        )?;
         sql(&self.path, st.exists([&id.as_bytes()[..]]))
     }
 
@@ -368,6 +440,88 @@ impl Index {
     }
 }
 
+/// What the catalog knows about damage (`damaged`): which chunk copies `verify` found
+/// unreadable. A damaged copy is not "stored" for the dedup decision ([`Index::contains`]),
+/// and a backup that stores the chunk again repoints its row to the new copy.
+impl Index {
+    /// Like [`Index::lookup`], with why the located copy is known damaged, if it is.
+    pub fn lookup_damage(&self, id: &ChunkId) -> Result<Option<(Location, Option<String>)>> {
+        let Some(loc) = self.lookup(id)? else { return Ok(None) };
+        let mut st = sql(&self.path, self.conn.prepare_cached("SELECT why FROM damaged WHERE id = ?1 AND pack = ?2"))?;
+        let why = sql(
+            &self.path,
+            st.query_row(params![&id.as_bytes()[..], &loc.pack.as_bytes()[..]], |r| r.get::<_, String>(0)).optional(),
+        )?;
+        Ok(Some((loc, why)))
+    }
+
+    /// The catalog's rows that point into `pack`, in offset order: each the entry it
+    /// describes, or (id, why) when a value is out of range.
+    pub fn pack_rows(&self, pack: &PackId) -> Result<Vec<std::result::Result<Entry, (ChunkId, String)>>> {
+        let mut st = sql(
+            &self.path,
+            self.conn.prepare(
+                "SELECT c.id, c.offset, c.stored_len, c.raw_len, c.kind, c.compression
+                 FROM chunks c JOIN packs p ON p.n = c.pack WHERE p.id = ?1 ORDER BY c.offset",
+            ),
+        )?;
+        let rows = sql(&self.path, st.query_map([&pack.as_bytes()[..]], ChunkRow::read))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let row = sql(&self.path, r)?;
+            let Some(id) = ChunkId::from_slice(&row.key) else { continue };
+            out.push(row.entry(id).ok_or((id, "the catalog row holds values out of range".to_string())));
+        }
+        Ok(out)
+    }
+
+    /// Records that the copy of `id` in `pack` is damaged or missing.
+    pub fn record_damaged(&self, id: &ChunkId, pack: &PackId, why: &str, now: i64) -> Result<()> {
+        let mut st =
+            sql(&self.path, self.conn.prepare_cached("INSERT OR REPLACE INTO damaged VALUES (?1, ?2, ?3, ?4)"))?;
+        sql(&self.path, st.execute(params![&id.as_bytes()[..], &pack.as_bytes()[..], why, now])).map(|_| ())
+    }
+
+    /// Records every chunk row pointing into `pack` as damaged (the pack is missing or cut
+    /// short, or its trailer is unreadable and it was not read). Returns how many.
+    pub fn record_pack_damaged(&self, pack: &PackId, why: &str, now: i64) -> Result<u64> {
+        sql(
+            &self.path,
+            self.conn.execute(
+                "INSERT OR REPLACE INTO damaged SELECT c.id, p.id, ?2, ?3 FROM chunks c JOIN packs p ON p.n = c.pack
+                 WHERE p.id = ?1",
+                params![&pack.as_bytes()[..], why, now],
+            ),
+        )
+        .map(|n| n as u64)
+    }
+
+    /// Forgets damage recorded for the copy of `id` in `pack` (a full read found it intact).
+    pub fn clear_damaged(&self, id: &ChunkId, pack: &PackId) -> Result<()> {
+        let mut st = sql(&self.path, self.conn.prepare_cached("DELETE FROM damaged WHERE id = ?1 AND pack = ?2"))?;
+        sql(&self.path, st.execute(params![&id.as_bytes()[..], &pack.as_bytes()[..]])).map(|_| ())
+    }
+
+    /// Every recorded damaged copy as (chunk, pack, why), to carry over a rebuild.
+    pub fn damaged_rows(&self) -> Result<Vec<(ChunkId, PackId, String, i64)>> {
+        let mut st = sql(&self.path, self.conn.prepare("SELECT id, pack, why, found FROM damaged"))?;
+        let rows = sql(
+            &self.path,
+            st.query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            }),
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, pack, why, found) = sql(&self.path, r)?;
+            if let (Some(id), Some(pack)) = (ChunkId::from_slice(&id), PackId::from_slice(&pack)) {
+                out.push((id, pack, why, found));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Totals {
     pub packs: u64,
@@ -441,7 +595,9 @@ impl Index {
             &self.path,
             self.conn.prepare(
                 "SELECT p.n, p.id, p.size, p.chunks, count(c.id), count(k.id),
-                        coalesce(sum(CASE WHEN k.id IS NOT NULL THEN c.stored_len ELSE 0 END), 0)
+                        coalesce(sum(CASE WHEN k.id IS NOT NULL THEN c.stored_len ELSE 0 END), 0),
+                        count(CASE WHEN k.id IS NOT NULL AND EXISTS
+                            (SELECT 1 FROM damaged d WHERE d.id = c.id AND d.pack = p.id) THEN 1 END)
                  FROM packs p LEFT JOIN chunks c ON c.pack = p.n LEFT JOIN temp.needed k ON k.id = c.id
                  GROUP BY p.n ORDER BY p.n",
             ),
@@ -457,12 +613,13 @@ impl Index {
                     r.get::<_, i64>(4)?,
                     r.get::<_, i64>(5)?,
                     r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             }),
         )?;
         let mut out = Vec::new();
         for r in rows {
-            let (n, id, size, entries, rows, needed, needed_bytes) = sql(&self.path, r)?;
+            let (n, id, size, entries, rows, needed, needed_bytes, needed_damaged) = sql(&self.path, r)?;
             let id = PackId::from_slice(&id).ok_or_else(|| Error::corrupt(&self.path, 0, "bad pack id row"))?;
             out.push(PackUsage {
                 n,
@@ -472,6 +629,7 @@ impl Index {
                 rows: rows as u64,
                 needed: needed as u64,
                 needed_bytes: needed_bytes as u64,
+                needed_damaged: needed_damaged as u64,
             });
         }
         Ok(out)
@@ -502,6 +660,9 @@ pub struct PackUsage {
     pub rows: u64,
     pub needed: u64,
     pub needed_bytes: u64,
+    /// Needed rows whose copy here is known damaged (no good copy exists elsewhere, or the
+    /// row would point at it): such a pack is kept as it is, never repacked or deleted.
+    pub needed_damaged: u64,
 }
 
 /// Prune's open transaction. Dropped without [`Rewrite::commit`], it rolls back: the index is
@@ -539,6 +700,8 @@ impl Rewrite<'_> {
     /// Drops pack row `n` and the rows of chunks still pointing into it (those not moved).
     pub fn remove_pack(&self, n: i64) -> Result<()> {
         sql(&self.path, self.tx.execute("DELETE FROM chunks WHERE pack = ?1", [n]))?;
+        // Its damaged copies go with it; the record has nothing left to describe.
+        sql(&self.path, self.tx.execute("DELETE FROM damaged WHERE pack = (SELECT id FROM packs WHERE n = ?1)", [n]))?;
         sql(&self.path, self.tx.execute("DELETE FROM packs WHERE n = ?1", [n])).map(|_| ())
     }
 
@@ -555,17 +718,37 @@ impl Rewrite<'_> {
     }
 }
 
+/// What [`rebuild`] did.
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    /// Packs indexed from their trailers.
+    pub packs: u64,
+    /// Packs whose trailer could not be used, whatever was salvaged from them.
+    pub bad: Vec<Error>,
+    /// One line per damaged pack whose blobs were salvaged into a new pack.
+    pub salvaged: Vec<String>,
+}
+
 /// Rebuilds the catalog from the packs' trailers into `path` (written to a temporary file and
-/// renamed over, so a failed rebuild leaves the old catalog). Returns packs indexed and any
-/// packs that could not be read.
-pub fn rebuild(repo: &Path, path: &Path, repository_id: &str, now: i64) -> Result<(u64, Vec<Error>)> {
+/// renamed over, so a failed rebuild leaves the old catalog). A pack whose trailer can't be
+/// used is not dropped whole: every blob [`crate::pack::salvage`] recovers (each checked
+/// against its id) is copied into a new pack written by the normal write order and indexed;
+/// the damaged file stays where it is, unindexed (prune removes it later). Damage the old
+/// catalog had recorded is carried over for the copies that are still indexed.
+pub fn rebuild(
+    repo: &Path,
+    path: &Path,
+    repository_id: &str,
+    hasher: &crate::chunker::Hasher,
+    now: i64,
+) -> Result<Rebuilt> {
+    let previous_damage = Index::open(path, repository_id).and_then(|old| old.damaged_rows()).unwrap_or_default();
     let tmp = path.with_extension("rebuild");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
     }
     let mut idx = Index::create(&tmp, repository_id)?;
-    let mut ok = 0;
-    let mut bad = Vec::new();
+    let mut out = Rebuilt::default();
     for pack_path in crate::repo::list_packs(repo)? {
         let Some(id) = pack_path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else {
             continue;
@@ -573,16 +756,31 @@ pub fn rebuild(repo: &Path, path: &Path, repository_id: &str, now: i64) -> Resul
         let size = match std::fs::metadata(&pack_path) {
             Ok(m) => m.len(),
             Err(e) => {
-                bad.push(Error::Io { path: pack_path, source: e });
+                out.bad.push(Error::Io { path: pack_path, source: e });
                 continue;
             }
         };
         match crate::pack::read_trailer(&pack_path) {
             Ok(entries) => {
                 idx.add_pack(&Finished { id, size, entries }, now)?;
-                ok += 1;
+                out.packs += 1;
             }
-            Err(e) => bad.push(e),
+            Err(e) => {
+                if let Some(line) = salvage_into_new_pack(repo, &pack_path, hasher, &mut idx, now)? {
+                    out.salvaged.push(line);
+                }
+                out.bad.push(e);
+            }
+        }
+    }
+    for (c, pack, why, found) in previous_damage {
+        let known: bool = sql(
+            &tmp,
+            idx.conn.query_row("SELECT 1 FROM packs WHERE id = ?1", [&pack.as_bytes()[..]], |_| Ok(())).optional(),
+        )?
+        .is_some();
+        if known {
+            idx.record_damaged(&c, &pack, &why, found)?;
         }
     }
     sql(&tmp, idx.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
@@ -591,7 +789,36 @@ pub fn rebuild(repo: &Path, path: &Path, repository_id: &str, now: i64) -> Resul
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-    Ok((ok, bad))
+    Ok(out)
+}
+
+/// Copies the blobs salvaged from the damaged pack at `pack_path` into a new pack (durable
+/// before it is indexed) and indexes it. Returns a line saying what was saved, if anything.
+fn salvage_into_new_pack(
+    repo: &Path,
+    pack_path: &Path,
+    hasher: &crate::chunker::Hasher,
+    idx: &mut Index,
+    now: i64,
+) -> Result<Option<String>> {
+    let Ok(data) = std::fs::read(pack_path) else { return Ok(None) };
+    let entries = crate::pack::salvage(pack_path, &data, hasher);
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut w = crate::pack::PackWriter::create(repo)?;
+    for e in &entries {
+        let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+        w.add(e.id, e.kind, e.compression, stored, e.raw_len)?;
+    }
+    let finished = w.finish()?;
+    idx.add_pack(&finished, now)?;
+    Ok(Some(format!(
+        "{}: trailer unusable; {} blob(s) that check against their ids salvaged into pack {} (the damaged file is left unindexed)",
+        pack_path.display(),
+        entries.len(),
+        finished.id.short()
+    )))
 }
 
 /// A Bloom filter over chunk ids. Ids are already uniform hashes, so the probe positions are

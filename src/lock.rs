@@ -130,7 +130,15 @@ impl Lease {
             notify(format!("{} is read-only: reading it without a lease", repo.display()));
             return Ok(None);
         }
-        Lease::acquire(repo, LeaseKind::Shared, command, notify).map(Some)
+        match Lease::acquire(repo, LeaseKind::Shared, command, notify) {
+            // A full disk can't hold a lease, and can't be pruned (prune must write its own
+            // lease and commit to the catalog before it deletes anything): read without one.
+            Err(Error::Io { path, source }) if source.raw_os_error() == Some(libc::ENOSPC) => {
+                notify(format!("no space left on device for the lease {}: reading without a lease", path.display()));
+                Ok(None)
+            }
+            r => r.map(Some),
+        }
     }
 
     /// Takes a lease of `kind` in `repo/locks`, reclaiming stale ones (their removal is

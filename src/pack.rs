@@ -212,6 +212,135 @@ pub fn decode_blob(path: &Path, e: &Entry, stored: &[u8], hasher: &crate::chunke
     Ok(raw)
 }
 
+/// The largest raw blob a salvage scan will try to decode (the chunker's largest maximum).
+const SALVAGE_MAX_RAW: u32 = 16 << 20;
+
+/// Recovers the blobs of a pack whose trailer can't be used (damaged, or the pack cut
+/// short), from the pack's bytes `data`. Blobs are not self-delimiting, so three sources of
+/// boundaries are tried, and a blob is kept only when it decodes to its id (keyed BLAKE3:
+/// no guess can pass for a chunk it is not):
+///
+/// 1. every 52-byte window that parses as a trailer entry (the entries that survived, even
+///    with the footer gone or other entries damaged);
+/// 2. zstd frames (magic `28 B5 2F FD`; a frame knows its own length and content size) in
+///    the bytes no entry accounted for;
+/// 3. each gap between two recovered blobs (or between the header and the first one), as
+///    one raw blob: a raw blob whose entry was lost sits exactly there.
+///
+/// Returns the recovered entries in offset order, each naming bytes of `data`.
+pub fn salvage(path: &Path, data: &[u8], hasher: &crate::chunker::Hasher) -> Vec<Entry> {
+    let mut found: std::collections::BTreeMap<u64, Entry> = Default::default();
+    let mut ids: std::collections::HashSet<ChunkId> = Default::default();
+    let body_start = HEADER_LEN as usize;
+    // Where the trailer starts, if the entry of the first blob survived: the body ends there.
+    let mut trailer_start: Option<u64> = None;
+    let check = |e: &Entry| -> bool {
+        let end = e.offset as usize + e.stored_len as usize;
+        end <= data.len() && decode_blob(path, e, &data[e.offset as usize..end], hasher).is_ok()
+    };
+    // 1. Surviving entries.
+    if data.len() >= body_start + ENTRY_LEN {
+        for p in body_start..=data.len() - ENTRY_LEN {
+            let b = &data[p..p + ENTRY_LEN];
+            if b[34] != 0 || b[35] != 0 || b[32] > 1 || b[33] > 1 {
+                continue;
+            }
+            let Ok(e) = Entry::decode(b) else { continue };
+            let plausible = e.offset >= HEADER_LEN
+                && e.stored_len > 0
+                && e.raw_len <= SALVAGE_MAX_RAW
+                && e.offset + e.stored_len as u64 <= p as u64
+                && (e.compression == Compression::Zstd || e.stored_len == e.raw_len);
+            if plausible && !ids.contains(&e.id) && !found.contains_key(&e.offset) && check(&e) {
+                if e.offset == HEADER_LEN {
+                    trailer_start.get_or_insert(p as u64);
+                }
+                ids.insert(e.id);
+                found.insert(e.offset, e);
+            }
+        }
+    }
+    let covered = |found: &std::collections::BTreeMap<u64, Entry>, at: u64| {
+        found.range(..=at).next_back().is_some_and(|(o, e)| at < o + e.stored_len as u64)
+    };
+    let classify = |raw: &[u8]| {
+        if raw.starts_with(crate::tree::MAGIC) && crate::tree::Tree::decode(path, 0, raw).is_ok() {
+            BlobKind::Tree
+        } else {
+            BlobKind::Data
+        }
+    };
+    // 2. zstd frames outside what the entries cover.
+    let mut p = body_start;
+    while p + 4 <= data.len() {
+        if data[p..p + 4] != [0x28, 0xB5, 0x2F, 0xFD] || covered(&found, p as u64) {
+            p += 1;
+            continue;
+        }
+        let rest = &data[p..];
+        let (Ok(n), Ok(Some(size))) =
+            (zstd::zstd_safe::find_frame_compressed_size(rest), zstd::zstd_safe::get_frame_content_size(rest))
+        else {
+            p += 1;
+            continue;
+        };
+        if n == 0 || n > rest.len() || size > SALVAGE_MAX_RAW as u64 {
+            p += 1;
+            continue;
+        }
+        match zstd::bulk::decompress(&rest[..n], size as usize) {
+            Ok(raw) if raw.len() as u64 == size => {
+                let id = hasher.id(&raw);
+                if ids.insert(id) {
+                    let kind = classify(&raw);
+                    let e = Entry {
+                        id,
+                        kind,
+                        compression: Compression::Zstd,
+                        offset: p as u64,
+                        stored_len: n as u32,
+                        raw_len: size as u32,
+                    };
+                    found.insert(e.offset, e);
+                }
+                p += n;
+            }
+            _ => p += 1,
+        }
+    }
+    // 3. Gaps between recovered blobs, each tried as one raw blob.
+    let mut gaps = Vec::new();
+    let mut cur = HEADER_LEN;
+    for (o, e) in &found {
+        if *o > cur && *o - cur <= SALVAGE_MAX_RAW as u64 {
+            gaps.push((cur, *o));
+        }
+        cur = cur.max(o + e.stored_len as u64);
+    }
+    if let Some(t) = trailer_start.filter(|&t| t > cur && t - cur <= SALVAGE_MAX_RAW as u64) {
+        gaps.push((cur, t));
+    }
+    // Small tree blobs are stored raw and often sit next to each other at the end of a pack:
+    // a gap is also split where a tree blob's magic begins, each piece kept as one blob.
+    for (a, b) in gaps {
+        let gap = &data[a as usize..b as usize];
+        let mut cuts: Vec<u64> = vec![a];
+        let magic = gap.windows(4).enumerate().filter(|(i, w)| *i > 0 && *w == crate::tree::MAGIC);
+        cuts.extend(magic.map(|(i, _)| a + i as u64));
+        cuts.push(b);
+        for w in cuts.windows(2) {
+            let raw = &data[w[0] as usize..w[1] as usize];
+            let id = hasher.id(raw);
+            if ids.insert(id) {
+                let (kind, len) = (classify(raw), raw.len() as u32);
+                let e = Entry { id, kind, compression: Compression::None, offset: w[0], stored_len: len, raw_len: len };
+                found.insert(w[0], e);
+            }
+        }
+    }
+    found.into_values().collect()
+}
+
 /// Chunks larger than this are first judged by compressing a sample from their middle.
 const SAMPLE: usize = 32 * 1024;
 
@@ -445,6 +574,39 @@ mod tests {
             let len = HEADER_LEN + body + trailer.len() as u64;
             let r = decode_trailer(Path::new("p"), len, &trailer);
             prop_assert!(!matches!(r, Ok(TrailerRead::Done(ref got)) if *got != entries));
+        }
+    }
+
+    #[test]
+    fn salvage_recovers_every_blob_of_a_pack_without_its_footer_and_never_panics_on_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        let hasher = crate::chunker::Hasher::new([7u8; 32]);
+        let mut w = PackWriter::create(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..20u64 {
+            let raw = if i % 2 == 0 {
+                crate::chunker::tests_support::seeded(i, 3000 + i as usize)
+            } else {
+                format!("text {i} ").repeat(300).into_bytes()
+            };
+            let (c, stored) = compress(&raw, 3);
+            let id = hasher.id(&raw);
+            w.add(id, BlobKind::Data, c, &stored, raw.len() as u32).unwrap();
+            ids.push(id);
+        }
+        let tmp = w.tmp_path.clone();
+        let _closed = w.close().unwrap();
+        let data = std::fs::read(&tmp).unwrap();
+        for cut in [1usize, FOOTER_LEN, FOOTER_LEN + 3 * ENTRY_LEN] {
+            let got = salvage(Path::new("p"), &data[..data.len() - cut], &hasher);
+            let got: std::collections::HashSet<ChunkId> = got.iter().map(|e| e.id).collect();
+            assert!(ids.iter().all(|id| got.contains(id)), "cut {cut}: {} of {} recovered", got.len(), ids.len());
+        }
+        for seed in 0..20 {
+            let garbage = crate::chunker::tests_support::seeded(seed, 5000);
+            let _ = salvage(Path::new("p"), &garbage, &hasher);
+            let _ = salvage(Path::new("p"), &garbage[..(seed as usize * 7) % 60], &hasher);
         }
     }
 

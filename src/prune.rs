@@ -55,11 +55,20 @@ pub struct Options {
     pub now: i64,
     /// Seconds an unindexed pack file must have existed (by mtime) before it is deleted.
     pub unindexed_grace: i64,
+    /// Prune even though some manifests in `sets/` are damaged. Their needs are unknown, so
+    /// chunks only they name are deleted: the caller accepts losing what is left of them.
+    pub ignore_damaged_sets: bool,
 }
 
 impl Options {
     pub fn new(now: i64) -> Options {
-        Options { max_unused: DEFAULT_MAX_UNUSED, dry_run: false, now, unindexed_grace: DEFAULT_UNINDEXED_GRACE }
+        Options {
+            max_unused: DEFAULT_MAX_UNUSED,
+            dry_run: false,
+            now,
+            unindexed_grace: DEFAULT_UNINDEXED_GRACE,
+            ignore_damaged_sets: false,
+        }
     }
 }
 
@@ -116,6 +125,12 @@ fn plan(usage: &[PackUsage], max_unused: f64, target: u64) -> Plan {
     let mut p = Plan::default();
     let mut kept: Vec<&PackUsage> = Vec::new();
     for u in usage {
+        // A pack holding the only (damaged) copy of a needed chunk stays as it is: copying
+        // the blob would fail its check, and deleting it would turn "damaged" into "gone"
+        // for a set that may yet be salvaged. Its other bytes are not counted as waste.
+        if u.needed_damaged > 0 {
+            continue;
+        }
         if u.needed == 0 {
             p.delete.push(u.clone());
         } else {
@@ -156,16 +171,52 @@ fn mark_tree(repo: &Repo, idx: &Index, origin: &Origin, root: &TreeId) -> Result
     if !idx.mark_needed(&root.as_chunk())? {
         return Ok(());
     }
+    if known_damaged(idx, root)? {
+        return Ok(());
+    }
     treewalk::walk(repo, origin, root, origin.component.as_bytes(), &Limits::default(), |e| {
         for c in &e.node.content {
             idx.mark_needed(&c.chunk_id())?;
         }
         match e.node.subtree_id() {
-            Some(sub) if e.node.kind == NodeKind::Dir && idx.mark_needed(&sub.as_chunk())? => Ok(Step::Descend),
+            Some(sub)
+                if e.node.kind == NodeKind::Dir && idx.mark_needed(&sub.as_chunk())? && !known_damaged(idx, &sub)? =>
+            {
+                Ok(Step::Descend)
+            }
             _ => Ok(Step::Skip),
         }
     })?;
     Ok(())
+}
+
+/// Whether the only copy of tree `id` is recorded damaged (verify found it unreadable).
+/// Marking then stops there: what lies below can't be read through this tree by anyone, so
+/// it can't make the prune stop; the tree's own row stays (marked needed), and verify keeps
+/// reporting the sets that need it as damaged. An unreadable tree *not* known damaged
+/// still stops the prune.
+fn known_damaged(idx: &Index, id: &TreeId) -> Result<bool> {
+    Ok(matches!(idx.lookup_damage(&id.as_chunk())?, Some((_, Some(_)))))
+}
+
+/// Reads and checks (decodes and hashes against its id) each of `entries` in the pack at
+/// `path`: a damaged blob must not be copied under its id as if it were fine.
+fn read_needed(repo: &Repo, entries: &[pack::Entry], path: &std::path::Path) -> Result<Vec<(pack::Entry, Vec<u8>)>> {
+    let file = std::fs::File::open(path).ctx(path)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let mut stored = vec![0u8; e.stored_len as usize];
+        file.read_exact_at(&mut stored, e.offset).map_err(|err| {
+            if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(path, e.offset, format!("pack truncated: chunk {} lies past its end", e.id.short()))
+            } else {
+                Error::Io { path: path.to_path_buf(), source: err }
+            }
+        })?;
+        pack::decode_blob(path, e, &stored, &repo.hasher)?;
+        out.push((*e, stored));
+    }
+    Ok(out)
 }
 
 fn mtime_secs(m: &std::fs::Metadata) -> i64 {
@@ -187,7 +238,26 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     let mut rep = Report { dry_run: opts.dry_run, epoch: idx.epoch()?, ..Report::default() };
 
     // 1. Mark. An unreadable manifest or tree stops the prune: we cannot know what it needs.
-    let sets = repo.list_sets()?;
+    // A damaged manifest's needs are unknown: deleting what no *readable* set names could
+    // destroy the only copy of data that set holds (a manifest can be restored from another
+    // copy of the repository, its chunks cannot be recreated). So prune refuses unless told
+    // to go ahead; a dry run only warns.
+    let (sets, damaged) = repo.list_sets_checked()?;
+    if !damaged.is_empty() {
+        let names: Vec<String> = damaged.iter().map(|d| d.path.display().to_string()).collect();
+        if !opts.ignore_damaged_sets && !opts.dry_run {
+            return Err(Error::Failed(format!(
+                "{} set manifest(s) are damaged ({}); what they need is unknown, so nothing was deleted. \
+                 Restore them from another copy of the repository, move them out of sets/, or run prune \
+                 with --ignore-damaged-sets to delete what only they might need",
+                damaged.len(),
+                names.join(", ")
+            )));
+        }
+        for d in &damaged {
+            notify(format!("damaged set manifest left out of marking: {}", d.error));
+        }
+    }
     rep.sets = sets.len() as u64;
     idx.begin_marking()?;
     for (_, m) in &sets {
@@ -255,24 +325,21 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
             new_rows.insert(rw.add_pack(&f, opts.now)?);
             Ok(())
         };
+        let mut kept: HashSet<i64> = HashSet::new();
         for u in &plan.repack {
             let path = pack::pack_path(&repo.root, &u.id);
-            let file = std::fs::File::open(&path).ctx(&path)?;
-            for e in rw.needed_entries(u.n)? {
-                let mut stored = vec![0u8; e.stored_len as usize];
-                file.read_exact_at(&mut stored, e.offset).map_err(|err| {
-                    if err.kind() == std::io::ErrorKind::UnexpectedEof {
-                        Error::corrupt(
-                            &path,
-                            e.offset,
-                            format!("pack truncated: chunk {} lies past its end", e.id.short()),
-                        )
-                    } else {
-                        Error::Io { path: path.clone(), source: err }
-                    }
-                })?;
-                // A damaged blob must not be copied under its id as if it were fine.
-                pack::decode_blob(&path, &e, &stored, &repo.hasher)?;
+            // Every needed blob is read and checked before any is copied: a blob that fails
+            // (damage verify has not recorded yet) keeps the whole pack as it is, and the
+            // prune carries on with the others instead of stopping.
+            let blobs = match read_needed(repo, &rw.needed_entries(u.n)?, &path) {
+                Ok(b) => b,
+                Err(e) => {
+                    notify(format!("keeping pack {} as it is: {e}; run `coffer verify`", u.id.short()));
+                    kept.insert(u.n);
+                    continue;
+                }
+            };
+            for (e, stored) in blobs {
                 let w = match writer.as_mut() {
                     Some(w) => w,
                     None => writer.insert(PackWriter::create(&repo.root)?),
@@ -290,13 +357,14 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
         }
         for u in plan.delete.iter().chain(&plan.repack) {
             // A new pack byte-identical to an old one has its row: it is not deleted.
-            if new_rows.contains(&u.n) {
+            if new_rows.contains(&u.n) || kept.contains(&u.n) {
                 continue;
             }
             rw.remove_pack(u.n)?;
             old_files.push(u.id);
         }
         rep.epoch = rw.commit()?;
+        rep.packs_repacked -= kept.len() as u64;
     }
 
     // 5. Only now that no row names them: the old pack files, then old unindexed ones. A file
@@ -355,6 +423,7 @@ mod tests {
             rows: needed + 1,
             needed,
             needed_bytes,
+            needed_damaged: 0,
         }
     }
 

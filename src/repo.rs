@@ -34,6 +34,8 @@ pub struct Repo {
     /// One catalog connection per worker thread (connections are not `Sync`).
     indexes: Vec<Mutex<Option<Index>>>,
     open_packs: Mutex<HashMap<PackId, Arc<File>>>,
+    /// Damaged manifests already warned about, so a command warns once per file.
+    warned: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 const MAX_OPEN_PACKS: usize = 128;
@@ -111,6 +113,7 @@ impl Repo {
             read_only: crate::sys::read_only(root),
             indexes: (0..threads).map(|_| Mutex::new(None)).collect(),
             open_packs: Mutex::new(HashMap::new()),
+            warned: Mutex::new(Default::default()),
         };
         // Open one connection now so a damaged catalog is reported at open, not mid-run.
         drop(repo.index()?);
@@ -175,13 +178,6 @@ impl Repo {
         self.read_entry(&loc.pack, &loc.entry)
     }
 
-    /// Why a file's chunk reference does not hold, judged from the catalog without reading
-    /// the pack: `None` when the chunk is indexed with the length the tree claims (or not
-    /// indexed at all, which callers check and report themselves).
-    pub fn claim_problem(&self, c: &ChunkRef) -> Result<Option<String>> {
-        Ok(self.index()?.lookup(&c.chunk_id())?.and_then(|loc| claim_mismatch(c, loc.entry.raw_len as usize)))
-    }
-
     pub fn read_entry(&self, pack_id: &PackId, e: &pack::Entry) -> Result<Vec<u8>> {
         let path = pack::pack_path(&self.root, pack_id);
         let f = self.pack_file(pack_id)?;
@@ -212,26 +208,54 @@ impl Repo {
         Tree::decode(&pack::pack_path(&self.root, &loc.pack), loc.entry.offset, &bytes)
     }
 
-    /// Every committed set, oldest first (by start time, then id).
+    /// Every committed set whose manifest reads, oldest first (by start time, then id). A
+    /// damaged manifest does not hide the others: it is named in a warning on stderr (once
+    /// per command) and left out. Callers that must know every set's needs (prune) use
+    /// [`Repo::list_sets_checked`].
     pub fn list_sets(&self) -> Result<Vec<(SetId, Manifest)>> {
+        let (sets, damaged) = self.list_sets_checked()?;
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        for d in damaged {
+            if warned.insert(d.path.clone()) {
+                eprintln!("coffer: warning: damaged set manifest left out: {}", d.error);
+            }
+        }
+        Ok(sets)
+    }
+
+    /// Every set whose manifest reads (oldest first), and every manifest that does not.
+    pub fn list_sets_checked(&self) -> Result<SetListing> {
         let dir = self.sets_dir();
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for e in std::fs::read_dir(&dir).ctx(&dir)? {
             let e = e.ctx(&dir)?;
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.len() != 64 || name.parse::<SetId>().is_err() {
+            let Ok(id) = name.parse::<SetId>() else { continue };
+            if name.len() != 64 {
                 continue;
             }
-            out.push(crate::set::load(&e.path())?);
+            match crate::set::load(&e.path()) {
+                Ok(s) => out.push(s),
+                Err(error) => damaged.push(DamagedManifest { id, path: e.path(), error }),
+            }
         }
         out.sort_by_cached_key(|(id, m)| (crate::clock::parse(&m.started).ok(), *id));
-        Ok(out)
+        damaged.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((out, damaged))
     }
 
     /// Resolves `latest`, a full id or a unique id prefix.
     pub fn resolve_set(&self, spec: &str) -> Result<(SetId, Manifest)> {
-        let sets = self.list_sets()?;
+        let (sets, damaged) = self.list_sets_checked()?;
+        for d in &damaged {
+            // Asked for by id: the damage is the answer, not "no such set".
+            if spec.len() >= 4 && d.id.to_hex().starts_with(&spec.to_ascii_lowercase()) {
+                return Err(Error::corrupt(&d.path, 0, format!("set {} is damaged: {}", d.id.short(), d.error)));
+            }
+        }
+        self.list_sets()?; // warns about the damaged ones
         if spec == "latest" {
             return sets.into_iter().last().ok_or_else(|| Error::NotFound("the repository has no sets yet".into()));
         }
@@ -284,6 +308,17 @@ impl Repo {
         crate::store::write_atomic(&self.tmp_dir(), &self.sets_dir().join(id.to_hex()), &bytes)?;
         Ok(id)
     }
+}
+
+/// The sets whose manifests read, and the manifests that don't.
+pub type SetListing = (Vec<(SetId, Manifest)>, Vec<DamagedManifest>);
+
+/// A file in `sets/` named like a manifest that does not read as one.
+#[derive(Debug)]
+pub struct DamagedManifest {
+    pub id: SetId,
+    pub path: PathBuf,
+    pub error: Error,
 }
 
 pub struct IndexGuard<'a>(MutexGuard<'a, Option<Index>>);

@@ -70,3 +70,15 @@ pub fn read_only(path: &Path) -> bool {
     let r = unsafe { libc::access(c.as_ptr(), libc::W_OK) };
     r != 0 && matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM))
 }
+
+/// Whether the filesystem holding `path` has no block left for this process (`statvfs`
+/// reports none available). Readers use it to tell a full disk from a damaged catalog:
+/// SQLite reports both as "disk I/O error".
+pub fn no_space(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statvfs writes only into the zeroed struct we pass and reads the path we own.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_bavail == 0
+}

@@ -107,6 +107,9 @@ pub struct Report {
     pub damaged_sets: Vec<(String, Vec<String>)>,
     pub intact_sets: Vec<String>,
     pub unused_packs: Vec<String>,
+    /// Things verify could not do that do not make the repository damaged (recording
+    /// results in a catalog on a full disk).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -141,18 +144,9 @@ pub fn order_violations(id: &SetId, m: &Manifest) -> Vec<String> {
 pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     let mut rep = Report::default();
     // Manifests: each read on its own so one bad file does not hide the others.
-    let mut sets: Vec<(SetId, Manifest)> = Vec::new();
-    let dir = repo.sets_dir();
-    for e in std::fs::read_dir(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })? {
-        let Ok(e) = e else { continue };
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.len() != 64 || name.parse::<SetId>().is_err() {
-            continue;
-        }
-        match crate::set::load(&e.path()) {
-            Ok(s) => sets.push(s),
-            Err(err) => rep.errors.push(err.to_string()),
-        }
+    let (sets, damaged) = repo.list_sets_checked()?;
+    for d in damaged {
+        rep.errors.push(d.error.to_string());
     }
     rep.sets = sets.len() as u64;
 
@@ -180,65 +174,92 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
         }
     }
 
-    // Full read of every pack (not yet known bad): hash, trailer, every chunk.
+    // Full read of the selected packs: every catalog row pointing into the pack must decode,
+    // at the location the row gives, to its id (the trailer is checked too, but restore reads
+    // by the catalog, so the catalog is what must be right).
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
+    // Packs whose rows were each checked by a full read: a bad trailer then damages only
+    // the rows that failed.
+    let mut read_packs: HashSet<PackId> = HashSet::new();
     // Least recently verified first, so a bounded nightly run makes progress through them all.
     indexed.sort_by_key(|(id, _, v)| (v.unwrap_or(i64::MIN), *id));
     let to_read: Vec<&(PackId, u64, Option<i64>)> = indexed
         .iter()
-        .filter(|(id, _, verified)| !bad_packs.contains_key(id) && selected(id, *verified, opts.read_data, opts.now))
+        .filter(|(id, _, verified)| {
+            let missing = bad_packs.get(id).is_some_and(|w| w.contains(": missing ("));
+            !missing && selected(id, *verified, opts.read_data, opts.now)
+        })
         .collect();
     let progress = opts.progress.clone().unwrap_or_default();
     progress.packs_to_read.store(to_read.len() as u64, Relaxed);
+    let mut notes: Vec<String> = Vec::new();
+    let note = |r: Result<()>, rep_notes: &mut Vec<String>| {
+        if let Err(e) = r {
+            if rep_notes.is_empty() {
+                rep_notes.push(format!("could not record verification results in the catalog: {e}"));
+            }
+        }
+    };
     for (id, size, _) in to_read {
         progress.packs_read.fetch_add(1, Relaxed);
         progress.bytes_read.fetch_add(*size, Relaxed);
         let path = crate::pack::pack_path(&repo.root, id);
-        match read_whole_pack(repo, id, &path, &mut bad_chunks) {
-            Ok((n, None)) => {
+        let rows = repo.index()?.pack_rows(id)?;
+        match read_whole_pack(repo, id, &path, &rows) {
+            Ok(read) => {
                 rep.packs_read += 1;
-                rep.bytes_read += n;
+                rep.bytes_read += read.size;
+                read_packs.insert(*id);
                 if !repo.read_only {
-                    repo.index()?.set_verified(id, opts.now)?;
+                    let idx = repo.index()?;
+                    for c in &read.good {
+                        note(idx.clear_damaged(c, id), &mut notes);
+                    }
+                    for (c, why) in &read.bad {
+                        note(idx.record_damaged(c, id, why, opts.now), &mut notes);
+                    }
+                    if read.problem.is_none() && read.bad.is_empty() {
+                        note(idx.set_verified(id, opts.now), &mut notes);
+                    }
                 }
-            }
-            Ok((n, Some(why))) => {
-                // The trailer reads, so only the chunks that fail are damaged.
-                rep.packs_read += 1;
-                rep.bytes_read += n;
-                rep.errors.push(why);
+                if let Some(why) = read.problem {
+                    rep.errors.push(why);
+                }
+                bad_chunks.extend(read.bad);
             }
             Err(e) => {
-                bad_packs.insert(*id, e.to_string());
+                bad_packs.entry(*id).or_insert_with(|| e.to_string());
             }
         }
     }
-    for why in bad_packs.values() {
+    // A pack that is missing, cut short or has no readable trailer, and whose rows were not
+    // each checked above: every chunk the catalog places in it counts as damaged, and the
+    // catalog learns it so the next backup stores those chunks again.
+    let mut sorted_bad: Vec<(&PackId, &String)> = bad_packs.iter().collect();
+    sorted_bad.sort();
+    for (id, why) in sorted_bad {
         rep.errors.push(why.clone());
+        if !read_packs.contains(id) && !repo.read_only {
+            note(repo.index()?.record_pack_damaged(id, why, opts.now).map(|_| ()), &mut notes);
+        }
     }
-    for (c, why) in &bad_chunks {
+    bad_packs.retain(|id, _| !read_packs.contains(id));
+    let mut sorted_chunks: Vec<(&ChunkId, &String)> = bad_chunks.iter().collect();
+    sorted_chunks.sort();
+    for (c, why) in sorted_chunks {
         rep.errors.push(format!("chunk {}: {why}", c.short()));
     }
+    rep.notes = notes;
 
-    // Trees: walk every set; anything unreadable, unindexed or in a damaged pack is damage.
-    let mut seen_trees: HashSet<TreeId> = HashSet::new();
-    let mut seen_chunks: HashSet<ChunkId> = HashSet::new();
+    // Trees: walk every set in full (only subtrees already proven whole are skipped);
+    // anything unreadable, unindexed, in a damaged pack or recorded damaged is damage.
+    let mut walk = Walk { repo, bad_packs: &bad_packs, bad_chunks: &bad_chunks, ..Walk::default_for(repo) };
     for (id, m) in &sets {
         progress.sets.fetch_add(1, Relaxed);
         rep.order_violations.extend(order_violations(id, m));
         let mut affected = Vec::new();
         for c in &m.components {
-            walk_tree(
-                repo,
-                &c.root,
-                &c.name,
-                &bad_packs,
-                &bad_chunks,
-                &mut seen_trees,
-                &mut seen_chunks,
-                &mut affected,
-                &mut rep,
-            )?;
+            walk.component(&c.root, &c.name, &mut affected, &mut rep.errors)?;
         }
         if affected.is_empty() {
             rep.intact_sets.push(format!("{} ({})", id.short(), m.name));
@@ -246,118 +267,238 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
             rep.damaged_sets.push((format!("{} ({} {})", id.short(), m.name, m.started), affected));
         }
     }
-    rep.trees = seen_trees.len() as u64;
-    rep.chunks = seen_chunks.len() as u64;
+    rep.trees = walk.seen_trees.len() as u64;
+    rep.chunks = walk.seen_chunks.len() as u64;
     Ok(rep)
 }
 
-/// Reads a pack whole: returns its size and, when its hash does not match its name but its
-/// trailer is intact, a description (the damaged chunks are added to `bad`). An unreadable
-/// trailer is an error: then every chunk of the pack is lost.
+/// What a full read of one pack found.
+struct PackRead {
+    size: u64,
+    /// Rows whose chunk decodes at its catalog location to its id.
+    good: Vec<ChunkId>,
+    /// Rows that don't, and why.
+    bad: Vec<(ChunkId, String)>,
+    /// Something wrong with the pack beyond its rows (trailer, name).
+    problem: Option<String>,
+}
+
+/// Reads a pack whole and checks every catalog row pointing into it, plus its trailer. An
+/// unreadable file is an error (then every row of the pack is damaged).
 fn read_whole_pack(
     repo: &Repo,
     id: &PackId,
     path: &std::path::Path,
-    bad: &mut HashMap<ChunkId, String>,
-) -> Result<(u64, Option<String>)> {
+    rows: &[std::result::Result<crate::pack::Entry, (ChunkId, String)>],
+) -> Result<PackRead> {
     let data = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-    let entries = crate::pack::read_trailer(path)?;
-    let entries_len = entries.len();
-    let mut damaged = 0;
-    for e in entries {
-        let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-        if let Err(err) = crate::pack::decode_blob(path, &e, stored, &repo.hasher) {
-            bad.insert(e.id, err.to_string());
-            damaged += 1;
+    let mut read = PackRead { size: data.len() as u64, good: Vec::new(), bad: Vec::new(), problem: None };
+    for row in rows {
+        let e = match row {
+            Ok(e) => e,
+            Err((c, why)) => {
+                read.bad.push((*c, why.clone()));
+                continue;
+            }
+        };
+        let end = e.offset.checked_add(e.stored_len as u64).filter(|&end| end <= data.len() as u64);
+        let Some(end) = end else {
+            read.bad.push((e.id, format!("{}: the catalog places it past the end of the pack", path.display())));
+            continue;
+        };
+        match crate::pack::decode_blob(path, e, &data[e.offset as usize..end as usize], &repo.hasher) {
+            Ok(_) => read.good.push(e.id),
+            Err(err) => read.bad.push((e.id, err.to_string())),
         }
     }
-    let trailer_start = data.len().saturating_sub(crate::pack::FOOTER_LEN + crate::pack::ENTRY_LEN * entries_len);
-    let hash_ok = crate::pack::pack_id_of_trailer(&data[trailer_start..]) == *id;
-    let why = match (hash_ok, damaged) {
-        (true, 0) => None,
-        (true, n) => Some(format!("{}: {n} damaged chunk(s)", path.display())),
-        (false, 0) => Some(format!(
-            "{}: trailer does not match the pack's name (renamed or damaged), but every chunk checks out",
-            path.display()
-        )),
-        (false, n) => {
-            Some(format!("{}: damaged: trailer does not match the pack's name, {n} chunk(s) affected", path.display()))
+    read.problem = match crate::pack::read_trailer(path) {
+        Err(e) => Some(format!("{e} (every chunk the catalog places in it was checked)")),
+        Ok(entries) => {
+            let trailer_start =
+                data.len().saturating_sub(crate::pack::FOOTER_LEN + crate::pack::ENTRY_LEN * entries.len());
+            let hash_ok = crate::pack::pack_id_of_trailer(&data[trailer_start..]) == *id;
+            match (hash_ok, read.bad.len()) {
+                (true, 0) => None,
+                (true, n) => Some(format!("{}: {n} damaged chunk(s)", path.display())),
+                (false, 0) => Some(format!(
+                    "{}: trailer does not match the pack's name (renamed or damaged), but every chunk checks out",
+                    path.display()
+                )),
+                (false, n) => Some(format!(
+                    "{}: damaged: trailer does not match the pack's name, {n} chunk(s) affected",
+                    path.display()
+                )),
+            }
         }
     };
-    Ok((data.len() as u64, why))
+    if read.problem.is_none() && !read.bad.is_empty() {
+        read.problem = Some(format!("{}: {} damaged chunk(s)", path.display(), read.bad.len()));
+    }
+    Ok(read)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk_tree(
-    repo: &Repo,
-    id: &TreeId,
-    prefix: &str,
-    bad_packs: &HashMap<PackId, String>,
-    bad_chunks: &HashMap<ChunkId, String>,
-    seen_trees: &mut HashSet<TreeId>,
-    seen_chunks: &mut HashSet<ChunkId>,
-    affected: &mut Vec<String>,
-    rep: &mut Report,
-) -> Result<()> {
-    // A chunk is usable when it is indexed, not in a damaged pack, and not itself damaged.
-    let check = |c: &ChunkId| -> Result<Option<String>> {
-        if let Some(why) = bad_chunks.get(c) {
+/// The tree walk of verify: iterative (an explicit stack; a tree's depth comes from the
+/// repository, so the call stack must not), and complete for every set. The only thing
+/// shared between sets is the memo of subtrees proven whole (their blob and everything
+/// below it usable), so a tree missing from the index is reported for every set that needs
+/// it, however many sets were walked before.
+struct Walk<'a> {
+    repo: &'a Repo,
+    bad_packs: &'a HashMap<PackId, String>,
+    bad_chunks: &'a HashMap<ChunkId, String>,
+    whole_trees: HashSet<TreeId>,
+    good_chunks: HashSet<ChunkId>,
+    seen_trees: HashSet<TreeId>,
+    seen_chunks: HashSet<ChunkId>,
+}
+
+/// One directory being walked: its name (the path is the names on the stack, so memory is
+/// linear in depth, not quadratic), its entries, the next one to look at, and whether
+/// anything below it is damaged.
+struct Frame {
+    id: TreeId,
+    name: String,
+    nodes: Vec<crate::tree::Node>,
+    next: usize,
+    damaged: bool,
+}
+
+impl<'a> Walk<'a> {
+    fn default_for(repo: &'a Repo) -> Walk<'a> {
+        static EMPTY_P: std::sync::OnceLock<HashMap<PackId, String>> = std::sync::OnceLock::new();
+        static EMPTY_C: std::sync::OnceLock<HashMap<ChunkId, String>> = std::sync::OnceLock::new();
+        Walk {
+            repo,
+            bad_packs: EMPTY_P.get_or_init(HashMap::new),
+            bad_chunks: EMPTY_C.get_or_init(HashMap::new),
+            whole_trees: HashSet::new(),
+            good_chunks: HashSet::new(),
+            seen_trees: HashSet::new(),
+            seen_chunks: HashSet::new(),
+        }
+    }
+
+    /// Why chunk `c` can't be used, if it can't: not indexed, in a damaged pack, found
+    /// damaged by this run or an earlier one, or (`len`) not the length the tree claims.
+    fn check(&mut self, c: &ChunkId, len: Option<u32>) -> Result<Option<String>> {
+        if self.good_chunks.contains(c) && len.is_none() {
+            return Ok(None);
+        }
+        if let Some(why) = self.bad_chunks.get(c) {
             return Ok(Some(why.clone()));
         }
-        match repo.index()?.lookup(c)? {
-            None => Ok(Some(format!("chunk {} is not in the index", c.short()))),
-            Some(loc) => Ok(bad_packs.get(&loc.pack).map(|w| format!("chunk {} is in a damaged pack: {w}", c.short()))),
+        let why = match self.repo.index()?.lookup_damage(c)? {
+            None => Some(format!("chunk {} is not in the index", c.short())),
+            Some((loc, recorded)) => match (self.bad_packs.get(&loc.pack), recorded) {
+                (Some(w), _) => Some(format!("chunk {} is in a damaged pack: {w}", c.short())),
+                (None, Some(w)) => Some(format!("chunk {} is damaged (found by an earlier verify: {w})", c.short())),
+                (None, None) => match len {
+                    Some(l) if l != loc.entry.raw_len => Some(format!(
+                        "chunk {}: the tree claims {l} bytes, the stored chunk has {}",
+                        c.short(),
+                        loc.entry.raw_len
+                    )),
+                    _ => None,
+                },
+            },
+        };
+        if why.is_none() && len.is_none() {
+            self.good_chunks.insert(*c);
         }
-    };
-    if let Some(why) = check(&id.as_chunk())? {
-        affected.push(format!("{prefix}/: directory listing lost: {why}"));
-        return Ok(());
+        Ok(why)
     }
-    let tree = match repo.read_tree(id) {
-        Ok(t) => t,
-        Err(e) => {
-            affected.push(format!("{prefix}/: directory listing unreadable: {e}"));
-            rep.errors.push(e.to_string());
+
+    fn path(stack: &[Frame], leaf: Option<&str>) -> String {
+        let mut p: Vec<&str> = stack.iter().map(|f| f.name.as_str()).collect();
+        if let Some(l) = leaf {
+            p.push(l);
+        }
+        p.join("/")
+    }
+
+    /// Reads tree `id` for a frame, or reports why it can't be.
+    fn open(
+        &mut self,
+        id: &TreeId,
+        stack: &[Frame],
+        name: &str,
+        affected: &mut Vec<String>,
+        errors: &mut Vec<String>,
+    ) -> Result<Option<Frame>> {
+        if let Some(why) = self.check(&id.as_chunk(), None)? {
+            affected.push(format!("{}/: directory listing lost: {why}", Walk::path(stack, Some(name))));
+            return Ok(None);
+        }
+        match self.repo.read_tree(id) {
+            Ok(t) => {
+                self.seen_trees.insert(*id);
+                Ok(Some(Frame { id: *id, name: name.to_string(), nodes: t.nodes, next: 0, damaged: false }))
+            }
+            Err(e) => {
+                affected.push(format!("{}/: directory listing unreadable: {e}", Walk::path(stack, Some(name))));
+                errors.push(e.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Walks one component's tree, adding what is damaged to `affected`.
+    fn component(
+        &mut self,
+        root: &TreeId,
+        name: &str,
+        affected: &mut Vec<String>,
+        errors: &mut Vec<String>,
+    ) -> Result<()> {
+        if self.whole_trees.contains(root) {
             return Ok(());
         }
-    };
-    let first_visit = seen_trees.insert(*id);
-    if !first_visit && bad_chunks.is_empty() && bad_packs.is_empty() {
-        // Shared with a set already walked, and nothing is damaged: nothing new to learn.
-        return Ok(());
-    }
-    for n in &tree.nodes {
-        let path = format!("{prefix}/{}", n.name_lossy());
-        match n.kind {
-            NodeKind::Dir => {
-                if let Some(sub) = n.subtree_id() {
-                    walk_tree(repo, &sub, &path, bad_packs, bad_chunks, seen_trees, seen_chunks, affected, rep)?;
+        let mut stack: Vec<Frame> = Vec::new();
+        match self.open(root, &stack, name, affected, errors)? {
+            Some(f) => stack.push(f),
+            None => return Ok(()),
+        }
+        while let Some(top) = stack.last_mut() {
+            let Some(n) = top.nodes.get(top.next).cloned() else {
+                let done = stack.pop().expect("non-empty");
+                if done.damaged {
+                    if let Some(parent) = stack.last_mut() {
+                        parent.damaged = true;
+                    }
+                } else {
+                    self.whole_trees.insert(done.id);
                 }
-            }
-            NodeKind::File => {
-                for c in &n.content {
-                    let cid = c.chunk_id();
-                    // Unchanged trees shared between sets are checked once, but damage in
-                    // them is still attributed to every set that names them.
-                    if first_visit || !bad_chunks.is_empty() || !bad_packs.is_empty() {
-                        // A chunk claimed with a length it doesn't have would be restored
-                        // shifted or padded: judged from the catalog (the shared check).
-                        let why = match check(&cid)? {
-                            None => repo.claim_problem(c)?,
-                            why => why,
-                        };
-                        if let Some(why) = why {
-                            affected.push(format!("{path}: {why}"));
+                continue;
+            };
+            top.next += 1;
+            let name = n.name_lossy();
+            match n.kind {
+                NodeKind::Dir => {
+                    let Some(sub) = n.subtree_id() else { continue };
+                    if self.whole_trees.contains(&sub) {
+                        continue;
+                    }
+                    match self.open(&sub, &stack, &name, affected, errors)? {
+                        Some(f) => stack.push(f),
+                        None => stack.last_mut().expect("non-empty").damaged = true,
+                    }
+                }
+                NodeKind::File => {
+                    for c in &n.content {
+                        let cid = c.chunk_id();
+                        self.seen_chunks.insert(cid);
+                        if let Some(why) = self.check(&cid, Some(c.len))? {
+                            affected.push(format!("{}: {why}", Walk::path(&stack, Some(&name))));
+                            stack.last_mut().expect("non-empty").damaged = true;
                             break;
                         }
                     }
-                    seen_chunks.insert(cid);
                 }
+                _ => {}
             }
-            NodeKind::Symlink => {}
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Which components and table the cross-component check reads.

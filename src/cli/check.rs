@@ -134,12 +134,17 @@ impl RepairIndexArgs {
                 eprintln!("coffer: {m}")
             })?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let (ok, bad) = coffer::index::rebuild(&repo.repo, &repo.repo.join("index.sqlite"), &cfg.repository_id, now)?;
-        line(&format!("rebuilt index from {ok} packs"));
-        for e in &bad {
-            eprintln!("coffer: unreadable pack left out of the index: {e}");
+        let hasher = coffer::chunker::Hasher::new(cfg.key());
+        let done =
+            coffer::index::rebuild(&repo.repo, &repo.repo.join("index.sqlite"), &cfg.repository_id, &hasher, now)?;
+        line(&format!("rebuilt index from {} packs", done.packs));
+        for e in &done.bad {
+            eprintln!("coffer: pack with an unusable trailer: {e}");
         }
-        Ok(if bad.is_empty() { 0 } else { EXIT_DAMAGE })
+        for s in &done.salvaged {
+            eprintln!("coffer: {s}");
+        }
+        Ok(if done.bad.is_empty() { 0 } else { EXIT_DAMAGE })
     }
 }
 
@@ -187,6 +192,9 @@ fn print_verify(r: &coffer::verify::Report, read_data: bool) {
     }
     for p in &r.unused_packs {
         eprintln!("unused pack (no index entry): {p}");
+    }
+    for n in &r.notes {
+        eprintln!("note: {n}");
     }
     eprintln!(
         "{}: {} sets ({} intact), {} trees, {} chunks, {} packs{}",

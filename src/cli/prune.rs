@@ -147,17 +147,21 @@ pub struct PruneArgs {
     /// Show what would be done; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Prune although some set manifests are damaged (chunks only they name are deleted).
+    #[arg(long)]
+    ignore_damaged_sets: bool,
     #[arg(long)]
     json: bool,
 }
 
 impl PruneArgs {
     pub fn run(self) -> Result<i32> {
-        let PruneArgs { repo, max_unused, dry_run, json } = self;
+        let PruneArgs { repo, max_unused, dry_run, ignore_damaged_sets, json } = self;
         let r = open(&repo)?;
         let mut po = coffer::prune::Options::new(time::OffsetDateTime::now_utc().unix_timestamp());
         po.max_unused = max_unused;
         po.dry_run = dry_run;
+        po.ignore_damaged_sets = ignore_damaged_sets;
         let rep = coffer::prune::prune(&r, &po, &mut |m| eprintln!("coffer: {m}"))?;
         if json {
             json_line(&serde_json::to_value(&rep).expect("json"));

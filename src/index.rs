@@ -145,6 +145,22 @@ fn insert_pack(tx: &rusqlite::Transaction, path: &Path, pack: &Finished, now: i6
     Ok(n)
 }
 
+/// 128 random bits as hex: a catalog generation.
+fn random_generation() -> String {
+    let mut b = [0u8; 16];
+    // No entropy is a broken system; a time-derived value still differs between states.
+    if getrandom::getrandom(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (t.as_nanos() ^ ((std::process::id() as u128) << 64)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Gives the catalog a fresh generation (in the caller's transaction, if any).
+fn set_generation(conn: &Connection, path: &Path) -> Result<()> {
+    sql(path, conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?1)", [random_generation()])).map(|_| ())
+}
+
 fn sql<T>(path: &Path, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::index(path, e))
 }
@@ -157,6 +173,8 @@ impl Index {
         idx.configure()?;
         sql(path, idx.conn.execute_batch(SCHEMA))?;
         sql(path, idx.conn.execute("INSERT OR REPLACE INTO meta VALUES ('repository_id', ?1)", [repository_id]))?;
+        // A new (or rebuilt) catalog is a new state: files caches built before must not be used.
+        set_generation(&idx.conn, path)?;
         sql(path, idx.conn.pragma_update(None, "user_version", SCHEMA_VERSION))?;
         Ok(idx)
     }
@@ -290,6 +308,36 @@ impl Index {
             self.conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).optional(),
         )?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// The catalog's generation: a random value that every operation removing chunks or
+    /// rebuilding the catalog (prune, `repair index`) replaces. Files caches are keyed by it.
+    /// A catalog made before generations existed gets one now (the caller can write).
+    pub fn generation(&self) -> Result<String> {
+        let get = || -> Result<Option<String>> {
+            sql(
+                &self.path,
+                self.conn.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0)).optional(),
+            )
+        };
+        if let Some(g) = get()? {
+            return Ok(g);
+        }
+        let fresh = random_generation();
+        sql(&self.path, self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', ?1)", [&fresh]))?;
+        Ok(get()?.unwrap_or(fresh))
+    }
+
+    /// Whether every one of `ids` has a catalog row: one indexed lookup each on this
+    /// connection (no pack is read). Stops at the first miss.
+    pub fn all_present<'i>(&self, ids: impl IntoIterator<Item = &'i ChunkId>) -> Result<bool> {
+        let mut st = sql(&self.path, self.conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1"))?;
+        for id in ids {
+            if !sql(&self.path, st.exists([&id.as_bytes()[..]]))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// About how many chunks the catalog holds, cheaply (from the pack rows; an id stored in
@@ -550,6 +598,7 @@ impl Rewrite<'_> {
             sql(&p, self.tx.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).optional())?;
         let epoch = old.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + 1;
         sql(&p, self.tx.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?1)", [epoch.to_string()]))?;
+        set_generation(&self.tx, &p)?;
         sql(&p, self.tx.commit())?;
         Ok(epoch)
     }

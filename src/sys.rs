@@ -70,3 +70,41 @@ pub fn read_only(path: &Path) -> bool {
     let r = unsafe { libc::access(c.as_ptr(), libc::W_OK) };
     r != 0 && matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM))
 }
+
+/// The kind of filesystem `path` is on, from `statfs(2)`'s `f_type`, when it is one of the
+/// kernel's pseudo filesystems whose files are not data (their sizes lie, some stream without
+/// end): `Some(name)`. `None` for ordinary filesystems and when `statfs` fails.
+pub fn pseudo_filesystem(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes only into the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    // Magic numbers from linux/magic.h.
+    const KINDS: &[(i64, &str)] = &[
+        (0x9fa0, "proc"),
+        (0x6265_6572, "sysfs"),
+        // devtmpfs reports tmpfs's magic and can't be told apart; its entries are device
+        // nodes, which the walker does not read anyway. 0x1373 is the old devfs.
+        (0x1373, "devfs"),
+        (0x0027_e0eb, "cgroup"),
+        (0x6367_7270, "cgroup2"),
+        (0x6462_6720, "debugfs"),
+        (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"),
+        (0x6165_676c, "pstore"),
+        (0xcafe_4a11, "bpf"),
+        (0x6265_6570, "configfs"),
+        (0x6573_5543, "fusectl"),
+        (0x6e73_6673, "nsfs"),
+        (0x4249_4e4d, "binfmt_misc"),
+        (0xf97c_ff8c, "selinuxfs"),
+        (0x1cd1, "devpts"),
+        (0xde5e_81e4, "efivarfs"),
+    ];
+    #[allow(clippy::unnecessary_cast)]
+    let t = st.f_type as i64;
+    KINDS.iter().find(|(m, _)| *m == t).map(|&(_, n)| n)
+}

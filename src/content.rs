@@ -24,8 +24,12 @@ use std::sync::atomic::Ordering::Relaxed;
 /// Bytes of chunks processed together by the parallel stages of a large file or stream.
 const BATCH_BYTES: usize = 32 * 1024 * 1024;
 
+/// Bytes of a file read per batch. Two buffers per file being read (one hashed while the
+/// other is filled).
+const FILE_BATCH: usize = 16 * 1024 * 1024;
+
 /// How far past its scanned size a file is read before it counts as "kept growing".
-pub const GROWTH_SLACK: u64 = BATCH_BYTES as u64;
+pub const GROWTH_SLACK: u64 = FILE_BATCH as u64;
 
 /// What storing one file's content produced.
 pub struct Stored {
@@ -54,27 +58,35 @@ fn fold(out: &mut Stored, batch: Vec<(ChunkRef, u64)>) {
     }
 }
 
-/// Reads with `pread` from `*offset` until `buf` holds `want` bytes, EOF, or `limit` is reached.
-/// Returns whether EOF was seen.
-fn fill(file: &File, path: &Path, buf: &mut Vec<u8>, want: usize, offset: &mut u64, limit: u64) -> Result<bool> {
-    while buf.len() < want && *offset < limit {
-        let room = (want - buf.len()).min((limit - *offset).min(usize::MAX as u64) as usize);
-        let start = buf.len();
-        buf.resize(start + room, 0);
-        match file.read_at(&mut buf[start..], *offset) {
-            Ok(0) => {
-                buf.truncate(start);
-                return Ok(true);
-            }
+/// A read buffer: `data[..len]` holds bytes read. `data` only grows (zeroed once), so a
+/// buffer reused across batches costs no allocation, zeroing or page faults per batch.
+struct Buf {
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl Buf {
+    fn bytes(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+/// Reads with `pread` from `*offset` until `buf` holds `want` bytes, EOF, or `limit` is
+/// reached. Returns whether EOF was seen.
+fn fill(file: &File, path: &Path, buf: &mut Buf, want: usize, offset: &mut u64, limit: u64) -> Result<bool> {
+    if buf.data.len() < want {
+        buf.data.resize(want, 0);
+    }
+    while buf.len < want && *offset < limit {
+        let room = (want - buf.len).min((limit - *offset).min(usize::MAX as u64) as usize);
+        match file.read_at(&mut buf.data[buf.len..buf.len + room], *offset) {
+            Ok(0) => return Ok(true),
             Ok(n) => {
-                buf.truncate(start + n);
+                buf.len += n;
                 *offset += n as u64;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
-            Err(e) => {
-                buf.truncate(start);
-                return Err(e).ctx(path);
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).ctx(path),
         }
     }
     Ok(false)
@@ -83,24 +95,24 @@ fn fill(file: &File, path: &Path, buf: &mut Vec<u8>, want: usize, offset: &mut u
 /// Stores an open regular file of (at scan time) `len` bytes. See the module doc for what
 /// happens when it grows or shrinks meanwhile.
 pub fn store_file(sink: &Sink, params: Params, file: &mut File, path: &Path, len: u64) -> Result<Stored> {
-    if std::env::var_os("COFFER_TMP_MMAP").is_some() && len >= 8 << 20 {
-        return store_file_mmap(sink, params, file, path);
-    }
+    let file = &*file;
     let mut out = Stored { content: Vec::new(), size: 0, stored_bytes: 0, grew: false };
     let limit = len.saturating_add(GROWTH_SLACK);
     let mut offset = 0u64;
-    // A small file is read in one go into a buffer of its size (+1 to see EOF at once).
-    let first = (len.saturating_add(1)).min(BATCH_BYTES as u64) as usize;
-    let mut cur = Vec::with_capacity(first);
-    let mut eof = fill(file, path, &mut cur, first.max(1), &mut offset, limit)?;
+    // A small file is read in one go into a buffer of its size (+1 to see EOF at once), at
+    // least 64 KiB: some kernel files (`pagemap`) only accept reads of whole 8-byte records.
+    let first = len.saturating_add(1).clamp(64 << 10, FILE_BATCH as u64) as usize;
+    let mut cur = Buf { data: Vec::new(), len: 0 };
+    let mut next = Buf { data: Vec::new(), len: 0 };
+    let mut eof = fill(file, path, &mut cur, first, &mut offset, limit)?;
     loop {
-        if !eof && cur.len() < BATCH_BYTES && offset < limit {
-            eof = fill(file, path, &mut cur, BATCH_BYTES, &mut offset, limit)?;
+        if !eof && cur.len < FILE_BATCH && offset < limit {
+            eof = fill(file, path, &mut cur, FILE_BATCH, &mut offset, limit)?;
         }
-        let at_limit = !eof && offset >= limit;
-        if at_limit {
-            // One more byte tells "exactly at the limit" from "still growing".
-            let mut probe = [0u8; 1];
+        if !eof && offset >= limit {
+            // One more read tells "exactly at the limit" from "still growing" (8 bytes: whole
+            // `pagemap` records).
+            let mut probe = [0u8; 8];
             out.grew = loop {
                 match file.read_at(&mut probe, offset) {
                     Ok(n) => break n > 0,
@@ -110,28 +122,32 @@ pub fn store_file(sink: &Sink, params: Params, file: &mut File, path: &Path, len
             };
             eof = !out.grew;
         }
-        let cuts: Vec<(usize, usize)> = chunker::cuts(&cur, params).collect();
+        let last = eof || out.grew;
+        let cuts: Vec<(usize, usize)> = chunker::cuts(cur.bytes(), params).collect();
         // Before EOF the last chunk ends only because the buffer does: it is cut again with
         // the next batch, which is how a whole-file pass would cut it.
-        let keep = if eof || out.grew { cuts.len() } else { cuts.len().saturating_sub(1) };
+        let keep = if last { cuts.len() } else { cuts.len().saturating_sub(1) };
         let done = cuts[..keep].last().map(|&(o, l)| o + l).unwrap_or(0);
-        let chunks: Vec<&[u8]> = cuts[..keep].iter().map(|&(o, l)| &cur[o..o + l]).collect();
         sink.counters.bytes_read.fetch_add(done as u64, Relaxed);
-        if eof || out.grew {
+        let data = cur.bytes();
+        let chunks: Vec<&[u8]> = cuts[..keep].iter().map(|&(o, l)| &data[o..o + l]).collect();
+        if last {
             fold(&mut out, store_all(sink, &chunks)?);
             return Ok(out);
         }
-        // Hash and compress this batch while the next one is read.
-        let mut next = Vec::with_capacity(BATCH_BYTES);
-        next.extend_from_slice(&cur[done..]);
-        let (stored, read) = rayon::join(
-            || store_all(sink, &chunks),
-            || fill(file, path, &mut next, BATCH_BYTES, &mut offset, limit),
-        );
+        // Hash and compress this batch while the next one is read, after the carried tail.
+        let tail = &data[done..];
+        if next.data.len() < FILE_BATCH {
+            next.data.resize(FILE_BATCH, 0);
+        }
+        next.data[..tail.len()].copy_from_slice(tail);
+        next.len = tail.len();
+        let (stored, read) =
+            rayon::join(|| store_all(sink, &chunks), || fill(file, path, &mut next, FILE_BATCH, &mut offset, limit));
         fold(&mut out, stored?);
         eof = read?;
         drop(chunks);
-        cur = next;
+        std::mem::swap(&mut cur, &mut next);
     }
 }
 
@@ -169,28 +185,5 @@ pub fn store_stream<R: Read + Send>(sink: &Sink, params: Params, reader: R, what
         fold(&mut out, stored?);
         batch = next?;
     }
-    Ok(out)
-}
-
-/// TEMPORARY: the old memory-mapped path, only to measure against.
-fn store_file_mmap(sink: &Sink, params: Params, file: &mut File, path: &Path) -> Result<Stored> {
-    let mut out = Stored { content: Vec::new(), size: 0, stored_bytes: 0, grew: false };
-    let map = crate::sys::map(file, path)?;
-    let mut batch: Vec<&[u8]> = Vec::new();
-    let mut batch_bytes = 0;
-    let mut done = 0usize;
-    for (off, l) in chunker::cuts(&map, params) {
-        batch.push(&map[off..off + l]);
-        batch_bytes += l;
-        if batch_bytes >= BATCH_BYTES {
-            fold(&mut out, store_all(sink, &batch)?);
-            sink.counters.bytes_read.fetch_add(batch_bytes as u64, Relaxed);
-            batch.clear();
-            crate::sys::release(&map, done, batch_bytes);
-            done += batch_bytes;
-            batch_bytes = 0;
-        }
-    }
-    fold(&mut out, store_all(sink, &batch)?);
     Ok(out)
 }

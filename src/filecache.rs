@@ -183,7 +183,10 @@ impl FileCache {
         match FileCache::open_at(&path, key, threads, notify.clone()) {
             Ok(c) => Ok(c),
             Err(e) => {
-                notify(format!("files cache {} could not be read ({e}); rebuilding it, every file is read", path.display()));
+                notify(format!(
+                    "files cache {} could not be read ({e}); rebuilding it, every file is read",
+                    path.display()
+                ));
                 remove_cache_files(&path);
                 FileCache::open_at(&path, key, threads, notify)
             }
@@ -242,11 +245,10 @@ impl FileCache {
         let host = crate::lock::hostname();
         sql(
             path,
-            tx.execute("INSERT INTO runs (host, pid, started) VALUES (?1, ?2, ?3)", params![
-                host,
-                std::process::id() as i64,
-                now_secs()
-            ]),
+            tx.execute(
+                "INSERT INTO runs (host, pid, started) VALUES (?1, ?2, ?3)",
+                params![host, std::process::id() as i64, now_secs()],
+            ),
         )?;
         let run = tx.last_insert_rowid();
         sql(path, tx.commit())?;
@@ -424,8 +426,7 @@ impl FileCache {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = sql(&self.path, conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate))?;
         let current = (meta_get(&tx, &self.path, "repository_id")?, meta_get(&tx, &self.path, "generation")?);
-        if current.0.as_deref() == Some(&self.key.repository_id) && current.1.as_deref() == Some(&self.key.generation)
-        {
+        if current.0.as_deref() == Some(&self.key.repository_id) && current.1.as_deref() == Some(&self.key.generation) {
             sql(
                 &self.path,
                 tx.execute(
@@ -474,8 +475,12 @@ fn clean_stale_runs(tx: &Connection, path: &Path) -> Result<()> {
     let mut dead = Vec::new();
     {
         let mut st = sql(path, tx.prepare("SELECT run, host, pid, started FROM runs"))?;
-        let rows =
-            sql(path, st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))))?;
+        let rows = sql(
+            path,
+            st.query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            }),
+        )?;
         for r in rows {
             let (run, h, pid, started) = sql(path, r)?;
             let pid = u32::try_from(pid).unwrap_or(0);

@@ -141,7 +141,9 @@ impl<'a> Walker<'a> {
             return Some("another filesystem is mounted here; not crossed (--one-file-system)".into());
         }
         crate::sys::pseudo_filesystem(path).map(|kind| {
-            format!("a {kind} filesystem (kernel pseudo files, not data) is mounted here; its contents are not backed up")
+            format!(
+                "a {kind} filesystem (kernel pseudo files, not data) is mounted here; its contents are not backed up"
+            )
         })
     }
 

@@ -62,7 +62,8 @@ pub struct BackupArgs {
 
 impl BackupArgs {
     pub fn run(self) -> Result<i32> {
-        let BackupArgs { repo, name, tags, json, no_cache, one_file_system, threads, set_file, strict, time, paths } = self;
+        let BackupArgs { repo, name, tags, json, no_cache, one_file_system, threads, set_file, strict, time, paths } =
+            self;
         let r = open(&repo)?;
         let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
         let (sources, checked_paths) = match &def {

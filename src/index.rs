@@ -815,6 +815,27 @@ mod tests {
     }
 
     #[test]
+    fn generation_is_fresh_after_create_rebuild_and_every_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.sqlite");
+        let mut idx = Index::create(&p, "r1").unwrap();
+        let g0 = idx.generation().unwrap();
+        assert_eq!(idx.generation().unwrap(), g0, "reading it does not change it");
+        assert!(idx.all_present(&[]).unwrap());
+        assert!(!idx.all_present(&[ChunkId(id(1))]).unwrap());
+        idx.begin_rewrite().unwrap().commit().unwrap();
+        let g1 = idx.generation().unwrap();
+        assert_ne!(g0, g1);
+        // A catalog from before generations gets one on first read, and keeps it.
+        idx.conn.execute("DELETE FROM meta WHERE key = 'generation'", []).unwrap();
+        let g2 = idx.generation().unwrap();
+        assert!(g2 != g1 && idx.generation().unwrap() == g2);
+        drop(idx);
+        let p2 = dir.path().join("other.sqlite");
+        assert_ne!(Index::create(&p2, "r1").unwrap().generation().unwrap(), g2, "a rebuilt catalog is a new state");
+    }
+
+    #[test]
     fn garbage_index_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("index.sqlite");

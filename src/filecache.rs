@@ -318,7 +318,7 @@ impl FileCache {
         let rows = sql(
             &self.path,
             st.query_map([dir], |r| {
-                let entry = (|| -> rusqlite::Result<(Vec<u8>, Entry, Vec<u8>)> {
+                let entry = (|| -> rusqlite::Result<(Entry, Vec<u8>)> {
                     let content = decode_content(&r.get::<_, Vec<u8>>(5)?)
                         .ok_or(rusqlite::Error::InvalidColumnType(5, "content".into(), rusqlite::types::Type::Blob))?;
                     let e = Entry {
@@ -330,22 +330,29 @@ impl FileCache {
                         ctime_ns: r.get(4)?,
                         content,
                     };
-                    Ok((r.get(0)?, e, r.get(6)?))
+                    Ok((e, r.get(6)?))
                 })();
-                Ok(entry.ok())
+                Ok((r.get::<_, Vec<u8>>(0).ok(), entry.ok()))
             }),
         )?;
         let mut out = HashMap::new();
+        let mut bad = Vec::new();
         for r in rows {
             match sql(&self.path, r)? {
-                Some((name, e, sum)) if sum == row_sum(&self.secret, dir, &name, &e) => {
+                (Some(name), Some((e, sum))) if sum == row_sum(&self.secret, dir, &name, &e) => {
                     out.insert(name, e);
                 }
-                _ => {
+                (name, _) => {
                     self.bad_rows.fetch_add(1, Relaxed);
+                    bad.extend(name);
                 }
             }
         }
+        drop(st);
+        drop(conn);
+        // Bad rows are forgotten when this run commits (unless the file is cached anew), so
+        // one of a file that is gone is not reported again on every run.
+        self.stage(dir, &[], &bad);
         Ok(out)
     }
 
@@ -592,6 +599,10 @@ mod tests {
         drop(conn);
         assert!(c.dir_entries(b"").is_empty());
         assert_eq!(c.bad_rows(), 3);
+        // Forgotten at commit, so they are not reported again next run.
+        c.commit();
+        let conn = Connection::open(&c.path).unwrap();
+        assert_eq!(conn.query_row("SELECT count(*) FROM files", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
     }
 
     #[test]

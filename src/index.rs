@@ -300,8 +300,8 @@ impl Index {
         Ok(())
     }
 
-    /// Bumped by every operation that removes chunks (prune), so files caches built against
-    /// an older state know to discard themselves.
+    /// Bumped by every operation that removes chunks (prune). Lost by `repair index`; files
+    /// caches are keyed by [`Index::generation`] instead.
     pub fn epoch(&self) -> Result<i64> {
         let v: Option<String> = sql(
             &self.path,
@@ -590,8 +590,8 @@ impl Rewrite<'_> {
         sql(&self.path, self.tx.execute("DELETE FROM packs WHERE n = ?1", [n])).map(|_| ())
     }
 
-    /// Raises `meta.epoch` (files caches built before it discard themselves) and commits.
-    /// Returns the new epoch.
+    /// Raises `meta.epoch`, writes a fresh `meta.generation` (files caches built before it
+    /// are not used) and commits. Returns the new epoch.
     pub fn commit(self) -> Result<i64> {
         let p = self.path.clone();
         let old: Option<String> =

@@ -51,6 +51,8 @@ pub struct Options {
     pub time: Option<time::OffsetDateTime>,
     /// Use and update the files cache (off: every file is read).
     pub use_cache: bool,
+    /// Do not cross into other mounted filesystems below each source path (`-x`).
+    pub one_file_system: bool,
     pub cache_root: PathBuf,
     /// Live counters, for a progress display.
     pub counters: Arc<Counters>,
@@ -67,6 +69,7 @@ impl Options {
             clock: Arc::new(clock::SystemClock),
             time: None,
             use_cache: true,
+            one_file_system: false,
             cache_root: filecache::cache_root(),
             counters: Arc::new(Counters::default()),
             notify: Arc::new(|_| {}),
@@ -123,9 +126,10 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     let stamp = |t: time::OffsetDateTime| clock::format(t + shift);
     let parent = repo.list_sets()?.into_iter().rev().find(|(_, m)| m.name == opts.name).map(|(id, _)| id);
 
-    let (filter, epoch) = {
+    let (filter, cache_key) = {
         let idx = repo.index()?;
-        (sink::LazyFilter::new(idx.chunk_estimate()?), idx.epoch()?)
+        let key = filecache::Key { repository_id: repo.config.repository_id.clone(), generation: idx.generation()? };
+        (sink::LazyFilter::new(idx.chunk_estimate()?), key)
     };
     let pending: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
     let counters = &*opts.counters;
@@ -165,12 +169,39 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
                     Source::Path { name, path } => {
                         let canon = crate::walk::canonical_source(path)?;
                         let cache = if opts.use_cache {
-                            Some(FileCache::open(&opts.cache_root, &repo.config.repository_id, &canon, epoch, threads)?)
+                            match FileCache::open(&opts.cache_root, &cache_key, &canon, threads, opts.notify.clone()) {
+                                Ok(c) => Some(c),
+                                Err(e) => {
+                                    (opts.notify)(format!("files cache unusable ({e}); every file is read"));
+                                    None
+                                }
+                            }
                         } else {
                             None
                         };
-                        let w = Walker::new(&sink, (&repo.config.chunker).into(), cache.as_ref(), scan_start_ns);
-                        let root = w.save_root(&canon)?;
+                        let mut w = Walker::new(&sink, (&repo.config.chunker).into(), cache.as_ref(), scan_start_ns);
+                        w.repo = Some(repo);
+                        w.one_file_system = opts.one_file_system;
+                        let root = w.save_root(&canon);
+                        if root.is_err() {
+                            if let Some(c) = &cache {
+                                c.abandon();
+                            }
+                        }
+                        let root = root?;
+                        for n in std::mem::take(&mut *w.notes.lock().unwrap_or_else(|p| p.into_inner())) {
+                            (opts.notify)(format!("component {name:?}: {n}"));
+                        }
+                        if let Some(c) = &cache {
+                            let (rejected, bad) = (w.cache_rejected.load(Relaxed), c.bad_rows());
+                            if rejected + bad > 0 {
+                                (opts.notify)(format!(
+                                    "component {name:?}: {} files cache entr{} did not check out (damaged, or naming chunks the repository lacks); those files were read again",
+                                    rejected + bad,
+                                    if rejected + bad == 1 { "y" } else { "ies" }
+                                ));
+                            }
+                        }
                         let unreadable = std::mem::take(&mut *w.problems.lock().unwrap_or_else(|p| p.into_inner()));
                         let c = Component {
                             name: name.clone(),
@@ -212,7 +243,15 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         written?;
         captured
     });
-    let (components, problems) = outcome?;
+    let (components, problems) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            for c in &caches {
+                c.abandon();
+            }
+            return Err(e);
+        }
+    };
 
     let manifest = Manifest {
         name: opts.name.clone(),
@@ -224,13 +263,16 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         parent,
         components,
     };
-    let set = repo.commit_manifest(&manifest)?;
+    let set = repo.commit_manifest(&manifest);
     for c in &caches {
-        // The set is committed; a cache that fails to update only costs a re-read next time.
-        if let Err(e) = c.commit() {
-            (opts.notify)(format!("warning: files cache not updated: {e}"));
+        // The set is committed; a cache that fails to update only costs a re-read next time
+        // (commit tells the user itself).
+        match &set {
+            Ok(_) => c.commit(),
+            Err(_) => c.abandon(),
         }
     }
+    let set = set?;
     Ok(Report {
         set,
         files_new: counters.files_new.load(Relaxed),

@@ -167,6 +167,22 @@ fn insert_pack(tx: &rusqlite::Transaction, path: &Path, pack: &Finished, now: i6
     Ok(n)
 }
 
+/// 128 random bits as hex: a catalog generation.
+fn random_generation() -> String {
+    let mut b = [0u8; 16];
+    // No entropy is a broken system; a time-derived value still differs between states.
+    if getrandom::getrandom(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (t.as_nanos() ^ ((std::process::id() as u128) << 64)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Gives the catalog a fresh generation (in the caller's transaction, if any).
+fn set_generation(conn: &Connection, path: &Path) -> Result<()> {
+    sql(path, conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?1)", [random_generation()])).map(|_| ())
+}
+
 fn sql<T>(path: &Path, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::index(path, e))
 }
@@ -180,6 +196,8 @@ impl Index {
         sql(path, idx.conn.execute_batch(SCHEMA))?;
         sql(path, idx.conn.execute_batch(DAMAGED_SCHEMA))?;
         sql(path, idx.conn.execute("INSERT OR REPLACE INTO meta VALUES ('repository_id', ?1)", [repository_id]))?;
+        // A new (or rebuilt) catalog is a new state: files caches built before must not be used.
+        set_generation(&idx.conn, path)?;
         sql(path, idx.conn.pragma_update(None, "user_version", SCHEMA_VERSION))?;
         Ok(idx)
     }
@@ -354,14 +372,45 @@ impl Index {
         Ok(())
     }
 
-    /// Bumped by every operation that removes chunks (prune), so files caches built against
-    /// an older state know to discard themselves.
+    /// Bumped by every operation that removes chunks (prune). Lost by `repair index`; files
+    /// caches are keyed by [`Index::generation`] instead.
     pub fn epoch(&self) -> Result<i64> {
         let v: Option<String> = sql(
             &self.path,
             self.conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).optional(),
         )?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// The catalog's generation: a random value that every operation removing chunks or
+    /// rebuilding the catalog (prune, `repair index`) replaces. Files caches are keyed by it.
+    /// A catalog made before generations existed gets one now (the caller can write).
+    pub fn generation(&self) -> Result<String> {
+        let get = || -> Result<Option<String>> {
+            sql(
+                &self.path,
+                self.conn.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0)).optional(),
+            )
+        };
+        if let Some(g) = get()? {
+            return Ok(g);
+        }
+        let fresh = random_generation();
+        sql(&self.path, self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', ?1)", [&fresh]))?;
+        Ok(get()?.unwrap_or(fresh))
+    }
+
+    /// Whether every one of `ids` has a usable catalog row (not a copy recorded damaged): one indexed lookup each on this
+    /// connection (no pack is read). Stops at the first miss.
+    pub fn all_present<'i>(&self, ids: impl IntoIterator<Item = &'i ChunkId>) -> Result<bool> {
+        // `contains` counts a copy verify found damaged as absent, so a cached entry naming
+        // one is read again and its bytes stored anew.
+        for id in ids {
+            if !self.contains(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// About how many chunks the catalog holds, cheaply (from the pack rows; an id stored in
@@ -705,14 +754,15 @@ impl Rewrite<'_> {
         sql(&self.path, self.tx.execute("DELETE FROM packs WHERE n = ?1", [n])).map(|_| ())
     }
 
-    /// Raises `meta.epoch` (files caches built before it discard themselves) and commits.
-    /// Returns the new epoch.
+    /// Raises `meta.epoch`, writes a fresh `meta.generation` (files caches built before it
+    /// are not used) and commits. Returns the new epoch.
     pub fn commit(self) -> Result<i64> {
         let p = self.path.clone();
         let old: Option<String> =
             sql(&p, self.tx.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).optional())?;
         let epoch = old.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + 1;
         sql(&p, self.tx.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?1)", [epoch.to_string()]))?;
+        set_generation(&self.tx, &p)?;
         sql(&p, self.tx.commit())?;
         Ok(epoch)
     }
@@ -990,6 +1040,27 @@ mod tests {
         assert_eq!(idx.lookup(&ChunkId(id(2))).unwrap(), None, "dropped chunk's row is gone");
         assert_eq!(idx.lookup(&ChunkId(id(3))).unwrap(), None);
         assert_eq!(idx.packs().unwrap(), vec![(PackId(id(102)), 100)]);
+    }
+
+    #[test]
+    fn generation_is_fresh_after_create_rebuild_and_every_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.sqlite");
+        let mut idx = Index::create(&p, "r1").unwrap();
+        let g0 = idx.generation().unwrap();
+        assert_eq!(idx.generation().unwrap(), g0, "reading it does not change it");
+        assert!(idx.all_present(&[]).unwrap());
+        assert!(!idx.all_present(&[ChunkId(id(1))]).unwrap());
+        idx.begin_rewrite().unwrap().commit().unwrap();
+        let g1 = idx.generation().unwrap();
+        assert_ne!(g0, g1);
+        // A catalog from before generations gets one on first read, and keeps it.
+        idx.conn.execute("DELETE FROM meta WHERE key = 'generation'", []).unwrap();
+        let g2 = idx.generation().unwrap();
+        assert!(g2 != g1 && idx.generation().unwrap() == g2);
+        drop(idx);
+        let p2 = dir.path().join("other.sqlite");
+        assert_ne!(Index::create(&p2, "r1").unwrap().generation().unwrap(), g2, "a rebuilt catalog is a new state");
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //! 3. Repack: the needed blobs of those packs are checked (`pack::decode_blob`) and copied
 //!    as stored (no recompression) into new packs, each made durable before it is indexed.
 //! 4. Commit, in ONE index transaction: new pack rows, chunk rows repointed to them, old pack
-//!    rows and the rows of their dropped chunks deleted, `meta.epoch` raised (files caches
-//!    discard themselves). The commit is fsynced (`synchronous=FULL`).
+//!    rows and the rows of their dropped chunks deleted, `meta.epoch` raised and a new random
+//!    `meta.generation` written (files caches keyed by the old one are not used). The commit is fsynced (`synchronous=FULL`).
 //! 5. Delete the old pack files, then pack files that are in no index row and older than
 //!    [`Options::unindexed_grace`] (left by killed backups or killed prunes).
 //!

@@ -1,42 +1,14 @@
-//! The crate's only `unsafe` code: memory maps and a few libc calls.
+//! The crate's only `unsafe` code: a few libc calls (`kill(pid, 0)`, ids, `access`,
+//! `statfs`).
 //!
 //! # Safety
-//! A memory map of a file is only sound while nobody truncates the file underneath it; a
-//! backup source can be modified at any time. We accept that risk the way every mmap-based
-//! archiver does, but limit it: maps are read-only and private, used only for files at least
-//! [`MMAP_THRESHOLD`] bytes long, and a concurrent truncation surfaces as SIGBUS only for
-//! files being rewritten in place, which a contentstore (immutable files) and a finished dump
-//! never are. Everything else here is a plain syscall wrapper with no memory effects.
+//! Each is a plain syscall wrapper with no memory effects beyond a struct we own. There are no
+//! memory maps: source files are read with `pread` (see `content`), because a map of a file
+//! that someone truncates turns the next access into SIGBUS and kills the backup. Measured on
+//! 1 GiB of already-stored files (4 × 256 MiB, page cache, 2 busy cores), a run took
+//! 0.80-1.12 s with `pread` and 0.62-1.10 s with the former maps: about the same.
 
-use memmap2::{Mmap, MmapOptions};
-use std::fs::File;
 use std::path::Path;
-
-/// Files at least this large are memory-mapped and chunked in parallel batches.
-pub const MMAP_THRESHOLD: u64 = 8 * 1024 * 1024;
-
-/// Maps `file` read-only. See the module's safety note.
-pub fn map(file: &File, path: &Path) -> crate::Result<Mmap> {
-    // SAFETY: read-only private map; see the module doc for the truncation caveat.
-    let m = unsafe { MmapOptions::new().map(file) };
-    let m = m.map_err(|source| crate::Error::Io { path: path.to_path_buf(), source })?;
-    let _ = m.advise(memmap2::Advice::Sequential);
-    Ok(m)
-}
-
-/// Tells the kernel we are done with a range of a map, so a 50 GB dump does not count as
-/// 50 GB of resident memory. Best effort.
-pub fn release(map: &Mmap, offset: usize, len: usize) {
-    let page = 4096;
-    let start = offset.div_ceil(page) * page;
-    let end = (offset + len) / page * page;
-    if end > start {
-        // SAFETY: DONTNEED on a read-only private file map only drops cached pages; later
-        // reads fault them back in from the file. We never hold slices into the range after
-        // releasing it.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
-    }
-}
 
 /// Is a process with this pid alive on this host?
 pub fn pid_alive(pid: u32) -> bool {
@@ -81,4 +53,42 @@ pub fn no_space(path: &Path) -> bool {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     r == 0 && st.f_bavail == 0
+}
+
+/// The kind of filesystem `path` is on, from `statfs(2)`'s `f_type`, when it is one of the
+/// kernel's pseudo filesystems whose files are not data (their sizes lie, some stream without
+/// end): `Some(name)`. `None` for ordinary filesystems and when `statfs` fails.
+pub fn pseudo_filesystem(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes only into the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    // Magic numbers from linux/magic.h.
+    const KINDS: &[(i64, &str)] = &[
+        (0x9fa0, "proc"),
+        (0x6265_6572, "sysfs"),
+        // devtmpfs reports tmpfs's magic and can't be told apart; its entries are device
+        // nodes, which the walker does not read anyway. 0x1373 is the old devfs.
+        (0x1373, "devfs"),
+        (0x0027_e0eb, "cgroup"),
+        (0x6367_7270, "cgroup2"),
+        (0x6462_6720, "debugfs"),
+        (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"),
+        (0x6165_676c, "pstore"),
+        (0xcafe_4a11, "bpf"),
+        (0x6265_6570, "configfs"),
+        (0x6573_5543, "fusectl"),
+        (0x6e73_6673, "nsfs"),
+        (0x4249_4e4d, "binfmt_misc"),
+        (0xf97c_ff8c, "selinuxfs"),
+        (0x1cd1, "devpts"),
+        (0xde5e_81e4, "efivarfs"),
+    ];
+    #[allow(clippy::unnecessary_cast)]
+    let t = st.f_type as i64;
+    KINDS.iter().find(|(m, _)| *m == t).map(|&(_, n)| n)
 }

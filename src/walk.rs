@@ -4,6 +4,14 @@
 //!
 //! A file that vanishes or cannot be read is left out of its tree and reported in
 //! `problems`; the walk goes on. Only an unreadable *root* fails the component.
+//!
+//! A files-cache entry is reused only when it is consistent with the file (its chunk lengths
+//! add up to the size) and every chunk it names has a catalog row (an indexed lookup, no pack
+//! read); otherwise the file is read again, so a set never names a chunk the repository lacks.
+//!
+//! Below the source root the walk does not enter the kernel's pseudo filesystems (`proc`,
+//! `sysfs` …, see `sys::pseudo_filesystem`), and with `one_file_system` no other mount at all:
+//! the mount point is kept as an empty directory and a note says what was skipped.
 
 use crate::chunker::Params;
 use crate::content;
@@ -11,6 +19,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::filecache::{self, FileCache};
 use crate::id::TreeId;
 use crate::pack::BlobKind;
+use crate::repo::Repo;
 use crate::sink::Sink;
 use crate::tree::{Node, NodeKind, Tree};
 use rayon::prelude::*;
@@ -33,6 +42,14 @@ pub struct Walker<'a> {
     pub files: std::sync::atomic::AtomicU64,
     pub dirs: std::sync::atomic::AtomicU64,
     pub bytes: std::sync::atomic::AtomicU64,
+    /// The repository whose catalog confirms cached entries. Without it no entry is reused.
+    pub repo: Option<&'a Repo>,
+    /// Do not cross into other mounted filesystems below the root (`--one-file-system`).
+    pub one_file_system: bool,
+    /// Things skipped on purpose (mount points not crossed), for the user; not problems.
+    pub notes: Mutex<Vec<String>>,
+    /// Cached entries that were not reused because they did not check out.
+    pub cache_rejected: std::sync::atomic::AtomicU64,
 }
 
 fn mtime_ns(m: &Metadata) -> i64 {
@@ -87,7 +104,47 @@ impl<'a> Walker<'a> {
             files: Default::default(),
             dirs: Default::default(),
             bytes: Default::default(),
+            repo: None,
+            one_file_system: false,
+            notes: Mutex::new(Vec::new()),
+            cache_rejected: Default::default(),
         }
+    }
+
+    fn note(&self, path: &Path, what: impl std::fmt::Display) {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: {what}", path.display()));
+    }
+
+    /// Whether a cached entry can stand in for reading the file: its content adds up to its
+    /// size in chunks the chunker could have cut, and the catalog has every one of them.
+    fn reusable(&self, e: &filecache::Entry) -> Result<bool> {
+        let Some(repo) = self.repo else { return Ok(false) };
+        let max = self.params.max as u64;
+        let mut total = 0u64;
+        for r in &e.content {
+            if r.len == 0 || r.len as u64 > max {
+                return Ok(false);
+            }
+            total += r.len as u64;
+        }
+        if total != e.size {
+            return Ok(false);
+        }
+        let ids: Vec<crate::id::ChunkId> = e.content.iter().map(|r| crate::id::ChunkId(crate::id::Id(r.id))).collect();
+        repo.index()?.all_present(&ids)
+    }
+
+    /// Whether to leave out the contents of `path`, which is on another device than its parent:
+    /// a mount point. Returns the note to record when so.
+    fn skip_mount(&self, path: &Path) -> Option<String> {
+        if self.one_file_system {
+            return Some("another filesystem is mounted here; not crossed (--one-file-system)".into());
+        }
+        crate::sys::pseudo_filesystem(path).map(|kind| {
+            format!(
+                "a {kind} filesystem (kernel pseudo files, not data) is mounted here; its contents are not backed up"
+            )
+        })
     }
 
     fn problem(&self, path: &Path, what: impl std::fmt::Display) {
@@ -106,21 +163,21 @@ impl<'a> Walker<'a> {
     pub fn save_root(&self, root: &Path) -> Result<TreeId> {
         let meta = std::fs::symlink_metadata(root).ctx(root)?;
         if meta.is_dir() {
-            return self.save_dir(root, b"");
+            return self.save_dir(root, b"", meta.dev());
         }
         let name =
             root.file_name().ok_or_else(|| Error::InvalidInput(format!("{}: has no file name", root.display())))?;
         let parent = root.parent().unwrap_or(Path::new("/"));
         let cached = match self.cache {
-            Some(c) => c.dir_entries(b"\0root")?,
+            Some(c) => c.dir_entries(b"\0root"),
             None => Default::default(),
         };
-        match self.save_entry(parent, b"\0root", name.as_bytes(), &meta, &cached)? {
+        match self.save_entry(parent, b"\0root", name.as_bytes(), &meta, &cached, meta.dev())? {
             Outcome::Node(node, action) => {
                 if let Some(c) = self.cache {
                     match action {
-                        CacheAction::Upsert(n, e) => c.stage(b"\0root", &[(n, e)], &[])?,
-                        CacheAction::Forget => c.stage(b"\0root", &[], &[name.as_bytes().to_vec()])?,
+                        CacheAction::Upsert(n, e) => c.stage(b"\0root", &[(n, e)], &[]),
+                        CacheAction::Forget => c.stage(b"\0root", &[], &[name.as_bytes().to_vec()]),
                         CacheAction::Keep => {}
                     }
                 }
@@ -130,7 +187,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn save_dir(&self, dir: &Path, rel: &[u8]) -> Result<TreeId> {
+    fn save_dir(&self, dir: &Path, rel: &[u8], dev: u64) -> Result<TreeId> {
         self.dirs.fetch_add(1, Relaxed);
         let mut entries = Vec::new();
         for e in std::fs::read_dir(dir).ctx(dir)? {
@@ -139,7 +196,7 @@ impl<'a> Walker<'a> {
         }
         entries.sort();
         let cached = match self.cache {
-            Some(c) => c.dir_entries(rel)?,
+            Some(c) => c.dir_entries(rel),
             None => Default::default(),
         };
         let outcomes: Vec<(Vec<u8>, Result<Outcome>)> = entries
@@ -147,7 +204,7 @@ impl<'a> Walker<'a> {
             .map(|name| {
                 let path = dir.join(name);
                 let r = match std::fs::symlink_metadata(&path) {
-                    Ok(m) => self.save_entry(dir, rel, name.as_bytes(), &m, &cached),
+                    Ok(m) => self.save_entry(dir, rel, name.as_bytes(), &m, &cached, dev),
                     Err(e) => {
                         self.problem(&path, format!("vanished or unreadable: {e}"));
                         Ok(Outcome::Skipped)
@@ -180,7 +237,7 @@ impl<'a> Walker<'a> {
         let present: std::collections::HashSet<&[u8]> = entries.iter().map(|n| n.as_bytes()).collect();
         removed.extend(cached.keys().filter(|k| !present.contains(k.as_slice())).cloned());
         if let Some(c) = self.cache {
-            c.stage(rel, &upserts, &removed)?;
+            c.stage(rel, &upserts, &removed);
         }
         self.store_tree(tree)
     }
@@ -192,12 +249,24 @@ impl<'a> Walker<'a> {
         name: &[u8],
         m: &Metadata,
         cached: &std::collections::HashMap<Vec<u8>, filecache::Entry>,
+        parent_dev: u64,
     ) -> Result<Outcome> {
         let path = dir.join(std::ffi::OsStr::from_bytes(name));
         let ft = m.file_type();
+        if m.dev() != parent_dev && (ft.is_dir() || ft.is_file()) {
+            if let Some(why) = self.skip_mount(&path) {
+                self.note(&path, why);
+                if !ft.is_dir() {
+                    return Ok(Outcome::Skipped);
+                }
+                let mut n = base_node(name, NodeKind::Dir, m);
+                n.subtree = Some(*self.store_tree(Tree::default())?.as_bytes());
+                return Ok(Outcome::Node(n, CacheAction::Keep));
+            }
+        }
         if ft.is_dir() {
             let child_rel = if rel.is_empty() { name.to_vec() } else { [rel, b"/", name].concat() };
-            return match self.save_dir(&path, &child_rel) {
+            return match self.save_dir(&path, &child_rel, m.dev()) {
                 Ok(id) => {
                     let mut n = base_node(name, NodeKind::Dir, m);
                     n.subtree = Some(*id.as_bytes());
@@ -241,15 +310,19 @@ impl<'a> Walker<'a> {
             content: Vec::new(),
         };
         if let Some(old) = cached.get(name) {
-            if old.ino == fresh.ino
+            let same = old.ino == fresh.ino
                 && old.size == fresh.size
                 && old.mtime_ns == fresh.mtime_ns
-                && old.ctime_ns == fresh.ctime_ns
-            {
+                && old.ctime_ns == fresh.ctime_ns;
+            if same && self.reusable(old)? {
                 self.sink.counters.files_unchanged.fetch_add(1, Relaxed);
                 node.size = old.size;
                 node.content = old.content.clone();
                 return Ok(Outcome::Node(node, CacheAction::Keep));
+            }
+            if same {
+                // Read again below; the fresh entry replaces the one that did not check out.
+                self.cache_rejected.fetch_add(1, Relaxed);
             }
             self.sink.counters.files_changed.fetch_add(1, Relaxed);
         } else {
@@ -271,6 +344,17 @@ impl<'a> Walker<'a> {
         };
         let Some((stored, after)) = stored else { return Ok(Outcome::Skipped) };
         self.stored.fetch_add(stored.stored_bytes, Relaxed);
+        if stored.grew {
+            self.problem(
+                &path,
+                format!(
+                    "kept growing while being read (more than {} bytes past the {} it had when scanned); not backed up",
+                    content::GROWTH_SLACK,
+                    fresh.size
+                ),
+            );
+            return Ok(Outcome::Skipped);
+        }
         node.size = stored.size;
         node.content = stored.content;
         // Cache only what we know we read whole and unchanged, and not racily new.

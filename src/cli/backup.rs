@@ -39,6 +39,10 @@ pub struct BackupArgs {
     /// Read every file even if the files cache says it is unchanged.
     #[arg(long)]
     no_cache: bool,
+    /// Do not cross into other filesystems mounted below each source path (the mount points
+    /// are kept as empty directories). Pseudo filesystems (proc, sysfs …) are never entered.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -58,7 +62,8 @@ pub struct BackupArgs {
 
 impl BackupArgs {
     pub fn run(self) -> Result<i32> {
-        let BackupArgs { repo, name, tags, json, no_cache, threads, set_file, strict, time, paths } = self;
+        let BackupArgs { repo, name, tags, json, no_cache, one_file_system, threads, set_file, strict, time, paths } =
+            self;
         let r = open(&repo)?;
         let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
         let (sources, checked_paths) = match &def {
@@ -92,6 +97,7 @@ impl BackupArgs {
         opts.tags = if tags.is_empty() { def.as_ref().map(|d| d.tags.clone()).unwrap_or_default() } else { tags };
         opts.threads = threads;
         opts.use_cache = !no_cache;
+        opts.one_file_system = one_file_system;
         opts.time = time;
         opts.notify = notify();
         let progress = output::Progress::backup(opts.counters.clone(), json);

@@ -10,7 +10,7 @@ use std::process::Command;
 fn awkward_tree(root: &std::path::Path) {
     write(&root.join("empty-file"), b"");
     std::fs::create_dir_all(root.join("empty-dir")).unwrap();
-    // Max chunk is 1 MiB: 11 MiB of random data is many chunks and takes the mmap path.
+    // Max chunk is 1 MiB: 11 MiB of random data is many chunks.
     write(&root.join("big/random.bin"), &bytes(1, 11 * 1024 * 1024 + 17));
     write(&root.join("big/text.sql"), "INSERT INTO alf_node VALUES (1, 'x');\n".repeat(200_000).as_bytes());
     write(&root.join("ünïcødé/日本語 ファイル.txt"), "こんにちは".as_bytes());

@@ -1,5 +1,6 @@
 //! The integration-test binary: drives the real `coffer` binary and the library against
 //! real directories, a real PostgreSQL server and real tools.
+mod cache_trust;
 mod damage;
 mod engine;
 mod faults;

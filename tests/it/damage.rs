@@ -14,6 +14,11 @@ fn small_source(env: &Env) -> PathBuf {
     write(&src.join("keep/a.bin"), &bytes(1, 1024 * 1024));
     write(&src.join("keep/notes.txt"), "keep me\n".repeat(4000).as_bytes());
     write(&src.join("lost.bin"), &bytes(2, 1024 * 1024));
+    // Old enough for the files cache to trust them (fresh files are always read again).
+    let t = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    for f in ["keep/a.bin", "keep/notes.txt", "lost.bin"] {
+        filetime::set_file_times(src.join(f), t, t).unwrap();
+    }
     src
 }
 
@@ -50,7 +55,9 @@ fn intact_set_ids(v: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn after_verify_finds_damage_the_next_backup_stores_the_bytes_again() {
-    for case in ["missing pack", "flipped bits"] {
+    // The last case keeps the files cache: its entries name the damaged chunks, and must not
+    // be reused for them.
+    for case in ["missing pack", "flipped bits", "flipped bits, files cache"] {
         let env = Env::new();
         let src = small_source(&env);
         env.init();
@@ -74,10 +81,11 @@ fn after_verify_finds_damage_the_next_backup_stores_the_bytes_again() {
         assert_eq!(code, Some(4), "{case}: {v}");
         assert_eq!(damaged_set_ids(&v), std::slice::from_ref(&old), "{case}: {v}");
 
-        // The intact source minus lost.bin, without the files cache: every damaged chunk it
-        // meets is stored again, and the new set restores.
+        // The intact source minus lost.bin, with or without the files cache: every damaged
+        // chunk it meets is stored again, and the new set restores.
         std::fs::remove_file(src.join("lost.bin")).unwrap();
-        let b = env.backup_json(&["--no-cache", src.to_str().unwrap()]);
+        let cache: &[&str] = if case.ends_with("files cache") { &[] } else { &["--no-cache"] };
+        let b = env.backup_json(&[cache, &[src.to_str().unwrap()]].concat());
         let new = b["set"].as_str().unwrap()[..8].to_string();
         let out = env.path("out");
         env.ok(&["restore", "--repo", &r, &new, "--target", out.to_str().unwrap()]);
@@ -86,7 +94,7 @@ fn after_verify_finds_damage_the_next_backup_stores_the_bytes_again() {
         assert_eq!(code, Some(4), "{case}: the old set still needs lost.bin's damaged chunk: {v}");
         assert_eq!(damaged_set_ids(&v), std::slice::from_ref(&old), "{case}: {v}");
         assert_eq!(intact_set_ids(&v), std::slice::from_ref(&new), "{case}: {v}");
-        if case == "flipped bits" {
+        if case.starts_with("flipped bits") {
             let dv = v["damaged_sets"].to_string();
             assert!(dv.contains("lost.bin") && !dv.contains("a.bin"), "{case}: a.bin is whole again: {v}");
         }

@@ -2,6 +2,7 @@
 //! real directories, a real PostgreSQL server and real tools.
 mod engine;
 mod faults;
+mod hostile;
 mod mount;
 mod pg_selftest;
 mod prune;

@@ -133,6 +133,7 @@ impl Dumper<'_> {
 
     /// One archive entry: pax header if needed, ustar header, content.
     fn entry(&mut self, path: &[u8], n: &Node) -> Result<()> {
+        check_member_name(path)?;
         let mut name = path.to_vec();
         if n.kind == NodeKind::Dir {
             name.push(b'/');
@@ -220,6 +221,20 @@ impl Dumper<'_> {
     }
 }
 
+/// A member name `tar -x` writes where it should: relative, and every component a plain name
+/// (never `..`, `.` or empty). Names come from validated tree entries and component names, so
+/// this holds by construction; it is checked again where the archive is written because a
+/// violation would let `tar -x` write outside its directory.
+fn check_member_name(path: &[u8]) -> Result<()> {
+    if path.starts_with(b"/") || !path.split(|&b| b == b'/').all(crate::set::safe_name) {
+        return Err(Error::Failed(format!(
+            "refusing to write tar member {:?}: not a relative path of plain names",
+            String::from_utf8_lossy(path)
+        )));
+    }
+    Ok(())
+}
+
 /// Copies `src` into a fixed header field, truncating (the pax header holds the full value).
 fn set_bytes(field: &mut [u8], src: &[u8]) {
     let n = src.len().min(field.len());
@@ -259,6 +274,16 @@ mod tests {
             let s = String::from_utf8(out.clone()).unwrap();
             let declared: usize = s.split(' ').next().unwrap().parse().unwrap();
             assert_eq!(declared, out.len(), "value length {vlen}");
+        }
+    }
+
+    #[test]
+    fn member_names_are_relative_plain_paths() {
+        for ok in [&b"db"[..], b"src/a/b", b"src/\xff.txt"] {
+            assert!(check_member_name(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [&b"/etc/passwd"[..], b"src/../../x", b"..", b"src/./a", b"src//a", b"", b"a/\0"] {
+            assert!(check_member_name(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -97,6 +97,22 @@ impl Manifest {
         let m: Manifest = serde_json::from_slice(payload)
             .map_err(|e| Error::corrupt(path, envelope::HEADER_LEN as u64, format!("set manifest payload: {e}")))?;
         crate::clock::parse(&m.started).map_err(|e| Error::corrupt(path, 0, format!("set time: {e}")))?;
+        // Component names become directory names under a restore target, tar member prefixes
+        // and mount entries: a hostile manifest must not name `../x`, `/abs` or `c/d`, and two
+        // components of one name would let the second be written through the first's symlinks.
+        let mut seen = std::collections::HashSet::new();
+        for c in &m.components {
+            if !safe_name(c.name.as_bytes()) {
+                return Err(Error::corrupt(
+                    path,
+                    0,
+                    format!("set manifest names a component {:?}: not a plain directory name", c.name),
+                ));
+            }
+            if !seen.insert(c.name.as_str()) {
+                return Err(Error::corrupt(path, 0, format!("set manifest names two components {:?}", c.name)));
+            }
+        }
         for c in &m.components {
             crate::clock::parse(&c.started)
                 .and_then(|_| crate::clock::parse(&c.finished))
@@ -121,6 +137,12 @@ impl Manifest {
     pub fn component(&self, name: &str) -> Option<&Component> {
         self.components.iter().find(|c| c.name == name)
     }
+}
+
+/// Whether a name from a repository is one plain path component: non-empty, not `.` or `..`,
+/// without `/` or NUL. The same rule as tree entry names (`Tree::decode`).
+pub fn safe_name(name: &[u8]) -> bool {
+    !(name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0))
 }
 
 /// Loads and checks `sets/<id>`: the file must hash to its name.
@@ -188,6 +210,21 @@ pub(crate) mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Manifest::decode(Path::new("s"), &bytes);
         }
+    }
+
+    #[test]
+    fn unsafe_or_duplicate_component_names_are_corrupt() {
+        for bad in ["../../x", "/abs/path", "c/d", "..", ".", "", "a\0b"] {
+            let mut m = sample();
+            m.components[0].name = bad.into();
+            let err = Manifest::decode(Path::new("/r/sets/abc"), &m.encode()).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Corrupt, "{bad:?}: {err}");
+            assert!(err.to_string().contains("/r/sets/abc") && err.to_string().contains("component"), "{err}");
+        }
+        let mut m = sample();
+        m.components.push(m.components[0].clone());
+        let err = Manifest::decode(Path::new("/r/sets/abc"), &m.encode()).unwrap_err();
+        assert!(err.to_string().contains("two components \"db\""), "{err}");
     }
 
     #[test]

@@ -86,6 +86,9 @@ impl RestoreArgs {
         let rep = coffer::restore::restore(&r, &m, &target, &opts);
         progress.finish();
         let rep = rep?;
+        for f in &rep.failed {
+            eprintln!("coffer: could not restore {}: {}", f.path, f.error);
+        }
         print_checklist(&m);
         if json {
             let mut v = serde_json::to_value(&rep).expect("json");
@@ -106,6 +109,14 @@ impl RestoreArgs {
                 if verify { format!(", {} verified", rep.verified) } else { String::new() },
                 rep.duration_s
             );
+        }
+        if !rep.failed.is_empty() {
+            eprintln!(
+                "coffer: {} files or directories of set {} could not be restored: the repository is damaged (run `coffer verify --read-data`); everything else was restored",
+                rep.failed.len(),
+                id.short()
+            );
+            return Ok(super::EXIT_DAMAGE);
         }
         Ok(0)
     }

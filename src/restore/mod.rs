@@ -2,7 +2,8 @@
 //! with modes, mtimes, symlinks, empty directories and, when run as root, ownership.
 //!
 //! How a restore runs:
-//! 1. A walker thread reads the trees in order, creates directories and symlinks, and hands
+//! 1. A walker thread reads the trees (a slice of its explicit stack at a time, in parallel),
+//!    creates directories and symlinks, and hands
 //!    the regular files over in batches, each bounded by an estimate of the memory its plan
 //!    takes ([`PLAN_MEMORY`], `Options::plan_memory`). While one batch is restored the walker
 //!    prepares the next.
@@ -23,6 +24,14 @@
 //! restore, so sparse files come back sparse and their zero chunks are read once.
 //!
 //! Invariants:
+//! - Nothing is written outside the target: every entry is created relative to a directory
+//!   handle, no symlink below the target is followed, and what is in the way is replaced
+//!   (`overwrite`/`resume`) or refused, never written through (see `fsat`). Component and entry
+//!   names are validated where they are decoded (`set`, `tree`).
+//! - The trees are walked without recursion, to at most `walk::MAX_DEPTH` levels, and a
+//!   component may not expand to more than its manifest declares (see `walk`).
+//! - A missing or damaged chunk or tree fails only what needs it; the rest is restored and the
+//!   failures are listed in [`Report::failed`] (see `batch`).
 //! - Existing files are never overwritten unless `overwrite` or `resume` is set.
 //! - `resume`: a regular file that already has the stored size and whose every chunk hashes to
 //!   the stored chunk id is left untouched (only its metadata is set) and counted in
@@ -36,18 +45,20 @@ use crate::id::{ChunkId, PackId};
 use crate::repo::Repo;
 use crate::set::Manifest;
 use crate::tree::Node;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 mod batch;
+mod fsat;
 mod read;
 mod walk;
 
+use fsat::Target;
 pub use read::{content_matches, pipe_component, NodeReader};
 use walk::Walker;
 
@@ -99,6 +110,9 @@ pub struct Report {
     pub batches: u64,
     /// Files read back and checked (`verify`).
     pub verified: u64,
+    /// Files and directories not restored because the repository could not supply them
+    /// (a chunk or tree missing or damaged); everything else was restored.
+    pub failed: Vec<Failure>,
     pub duration_s: f64,
 }
 
@@ -176,24 +190,40 @@ struct Restorer<'a> {
     opts: &'a Options,
     counts: &'a Counters,
     root: bool,
+    /// The target directory's handle; every entry is created relative to it.
+    target: Target,
     packs: Mutex<HashMap<PackId, Arc<File>>>,
-    /// Chunks known to be all zeros: never read again, never written.
-    zeros: Mutex<HashSet<ChunkId>>,
+    /// Chunks known to be all zeros, with their length: never read again, never written.
+    zeros: Mutex<HashMap<ChunkId, u32>>,
+    /// Files and directories that could not be restored (repository damage), with why.
+    failed: Mutex<Vec<Failure>>,
 }
 
-/// A regular file to restore.
+/// Something the restore could not write because the repository could not supply it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    pub path: String,
+    pub error: String,
+}
+
+/// A regular file to restore, at `TARGET/rel`.
 struct Job {
     node: Node,
-    path: PathBuf,
+    rel: PathBuf,
 }
 
 /// A directory whose metadata is set once everything below it is written.
 struct DirMeta {
     node: Node,
-    path: PathBuf,
+    rel: PathBuf,
     depth: usize,
 }
 
+/// Restores `manifest` (or the `opts.paths` of it) into `target`.
+///
+/// Returns `Ok` with [`Report::failed`] listing every file and directory that could not be
+/// restored because a chunk or tree was missing or damaged (everything else is restored); an
+/// `Err` for anything that stops the whole restore (the target, a hostile tree, a write error).
 pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) -> Result<Report> {
     let t0 = std::time::Instant::now();
     let selections: Vec<Vec<&str>> = opts.paths.iter().map(|p| split_path(p)).collect::<Result<_>>()?;
@@ -217,34 +247,31 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
         opts.counters.total_files.store(whole().map(|c| c.files).sum(), Relaxed);
         opts.counters.total_bytes.store(whole().map(|c| c.bytes).sum(), Relaxed);
     }
-    std::fs::create_dir_all(target).ctx(target)?;
     let r = Restorer {
         repo,
         opts,
         counts: &opts.counters,
         root: crate::sys::is_root(),
+        target: Target::open(target)?,
         packs: Mutex::new(HashMap::new()),
-        zeros: Mutex::new(HashSet::new()),
+        zeros: Mutex::new(HashMap::new()),
+        failed: Mutex::new(Vec::new()),
     };
     let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-    let pool = |stack: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .stack_size(stack)
-            .build()
-            .map_err(|e| Error::Failed(format!("thread pool: {e}")))
-    };
-    // Walking recurses once per directory level; restoring does not.
-    let (walk_pool, pool) = (pool(16 << 20)?, pool(2 << 20)?);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| Error::Failed(format!("thread pool: {e}")))?;
     let limit = if opts.plan_memory == 0 { PLAN_MEMORY } else { opts.plan_memory };
 
     let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(1);
     let (walked, restored) = std::thread::scope(|s| {
         let r = &r;
         let selections = &selections;
+        let pool = &pool;
         let walker = s.spawn(move || {
             let w = Walker { r, tx, batch: Mutex::new((Vec::new(), 0)), limit, dirs: Mutex::new(Vec::new()) };
-            walk_pool.install(|| w.walk_set(manifest, target, selections))?;
+            pool.install(|| w.walk_set(manifest, selections))?;
             w.flush()?;
             Ok::<_, Error>(w.dirs.into_inner().unwrap_or_else(|p| p.into_inner()))
         });
@@ -259,10 +286,13 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
     // Deepest first: a directory's mtime and mode are set after everything inside it.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.depth));
     for d in &dirs {
-        r.set_meta(&d.node, &d.path, false)?;
+        let f = File::from(r.target.dir(&d.rel)?.try_clone().ctx(&r.target.show(&d.rel))?);
+        r.set_meta(&d.node, &f, &d.rel)?;
         r.counts.dirs.fetch_add(1, Relaxed);
     }
     let c = r.counts;
+    let mut failed = r.failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    failed.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Report {
         files: c.files.load(Relaxed),
         dirs: c.dirs.load(Relaxed),
@@ -274,35 +304,40 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
         ranges: c.ranges.load(Relaxed),
         batches: c.batches.load(Relaxed),
         verified: c.verified.load(Relaxed),
+        failed,
         duration_s: t0.elapsed().as_secs_f64(),
     })
 }
 
 impl Restorer<'_> {
-    fn restore_symlink(&self, n: &Node, path: &Path) -> Result<()> {
-        let target = n.target.as_deref().unwrap_or_default();
-        if self.opts.resume && std::fs::read_link(path).is_ok_and(|t| t.as_os_str().as_bytes() == target) {
-            self.counts.skipped.fetch_add(1, Relaxed);
-        } else {
-            if (self.opts.overwrite || self.opts.resume) && path.symlink_metadata().is_ok() {
-                std::fs::remove_file(path).ctx(path)?;
-            }
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
-                .map_err(|e| self.exists_err(path, e))?;
-            self.counts.symlinks.fetch_add(1, Relaxed);
-        }
-        self.set_meta(n, path, true)
+    /// `--overwrite` and `--resume` replace what is in the way; a plain restore refuses.
+    fn replace(&self) -> bool {
+        self.opts.overwrite || self.opts.resume
     }
 
-    fn exists_err(&self, path: &Path, e: std::io::Error) -> Error {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::InvalidInput(format!(
-                "{}: already exists; refusing to overwrite (use --overwrite or --resume)",
-                path.display()
-            ))
+    /// Records that `rel` could not be restored, and why (repository damage).
+    fn fail(&self, rel: &Path, why: String) {
+        let path = self.target.show(rel).display().to_string();
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(Failure { path, error: why });
+    }
+
+    /// A directory node: created in `dir` (or an existing directory kept); its metadata is set
+    /// at the end.
+    fn restore_dir(&self, dir: &OwnedFd, n: &Node, rel: &Path) -> Result<()> {
+        self.target.make_dir(dir, &n.name, rel, self.replace())
+    }
+
+    /// A symlink node, created in `dir`; with `resume` one with the right target is kept.
+    fn restore_symlink(&self, dir: &OwnedFd, n: &Node, rel: &Path) -> Result<()> {
+        let target = n.target.as_deref().unwrap_or_default();
+        if self.opts.resume && self.target.link_target(dir, &n.name).is_some_and(|t| t == target) {
+            self.counts.skipped.fetch_add(1, Relaxed);
         } else {
-            Error::Io { path: path.to_path_buf(), source: e }
+            self.target.make_symlink(dir, &n.name, target, rel, self.replace())?;
+            self.counts.symlinks.fetch_add(1, Relaxed);
         }
+        let owner = self.root.then_some((n.uid, n.gid));
+        self.target.symlink_meta(dir, &n.name, rel, owner, n.mtime_ns)
     }
 
     fn pack(&self, id: &PackId) -> Result<Arc<File>> {
@@ -319,28 +354,17 @@ impl Restorer<'_> {
         Ok(f)
     }
 
-    /// Ownership (as root), mode (not for symlinks) and mtime of a directory or symlink.
-    fn set_meta(&self, n: &Node, path: &Path, symlink: bool) -> Result<()> {
+    /// Ownership (as root), mode and mtime of a file or directory, through its own handle.
+    fn set_meta(&self, n: &Node, f: &File, rel: &Path) -> Result<()> {
+        let shown = || self.target.show(rel);
         if self.root {
-            std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid)).ctx(path)?;
+            std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid)).ctx(&shown())?;
         }
-        if !symlink {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(n.mode)).ctx(path)?;
-        }
-        let t = file_time(n);
-        if symlink {
-            filetime::set_symlink_file_times(path, t, t).ctx(path)
-        } else {
-            filetime::set_file_times(path, t, t).ctx(path)
-        }
+        f.set_permissions(std::fs::Permissions::from_mode(n.mode & 0o7777)).ctx(&shown())?;
+        let t = fsat::timespec(n.mtime_ns);
+        rustix::fs::futimens(f, &rustix::fs::Timestamps { last_access: t, last_modification: t })
+            .map_err(|e| Error::Io { path: shown(), source: e.into() })
     }
-}
-
-fn file_time(n: &Node) -> filetime::FileTime {
-    filetime::FileTime::from_unix_time(
-        n.mtime_ns.div_euclid(1_000_000_000),
-        n.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    )
 }
 
 #[cfg(test)]

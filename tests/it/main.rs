@@ -4,6 +4,7 @@ mod cache_trust;
 mod damage;
 mod engine;
 mod faults;
+mod hostile;
 mod hostile_trees;
 mod mount;
 mod pg_selftest;

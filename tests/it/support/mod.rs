@@ -177,4 +177,5 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+pub mod craft;
 pub mod pg;

@@ -289,6 +289,7 @@ fn sample_tree() -> Tree {
             content: vec![],
             subtree: None,
             target: None,
+            ..Node::default()
         };
         match i % 20 {
             0 => {

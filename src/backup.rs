@@ -203,6 +203,10 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
                             }
                         }
                         let unreadable = std::mem::take(&mut *w.problems.lock().unwrap_or_else(|p| p.into_inner()));
+                        let skipped = std::mem::take(&mut *w.skipped.lock().unwrap_or_else(|p| p.into_inner()));
+                        for s in &skipped {
+                            (opts.notify)(format!("warning: {name}: {s}"));
+                        }
                         let c = Component {
                             name: name.clone(),
                             kind: ComponentKind::Directory,
@@ -217,6 +221,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
                             command: None,
                             solr: None,
                             unreadable,
+                            skipped,
                         };
                         drop(w);
                         caches.extend(cache);

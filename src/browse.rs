@@ -25,6 +25,9 @@ fn kind_str(k: NodeKind) -> &'static str {
         NodeKind::File => "file",
         NodeKind::Dir => "dir",
         NodeKind::Symlink => "symlink",
+        NodeKind::Fifo => "fifo",
+        NodeKind::CharDevice => "chardev",
+        NodeKind::BlockDevice => "blockdev",
     }
 }
 

@@ -177,6 +177,7 @@ impl Capture for CommandCapture {
             content: stored.content,
             subtree: None,
             target: None,
+            ..Node::default()
         };
         let (root, tree_bytes) = store_tree(cx, Tree { nodes: vec![node] })?;
         cx.sink.counters.files_new.fetch_add(1, Relaxed);
@@ -201,6 +202,7 @@ impl Capture for CommandCapture {
             }),
             solr: None,
             unreadable: Vec::new(),
+            skipped: Vec::new(),
         })
     }
 }
@@ -248,6 +250,7 @@ impl Capture for SolrCapture {
             content: Vec::new(),
             subtree: Some(*sub.as_bytes()),
             target: None,
+            ..Node::default()
         };
         let (root, tree_bytes) = store_tree(cx, Tree { nodes: vec![node] })?;
         Ok(Component {
@@ -268,6 +271,7 @@ impl Capture for SolrCapture {
                 url: self.source.url.clone(),
             }),
             unreadable: Vec::new(),
+            skipped: Vec::new(),
         })
     }
 }

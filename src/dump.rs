@@ -15,6 +15,11 @@
 //! - Content is streamed chunk by chunk; memory stays at one chunk. All-zero stretches of
 //!   sparse files are streamed as zeros (no pax sparse map); a run of identical chunks, as
 //!   zeros are, is read and checked once.
+//! - Fifos and character/block devices are tar entries of their type with the device's
+//!   major/minor numbers. Of a hard-link group (nodes with one `link` id), the first name
+//!   dumped carries the content and each later one is a tar hard link to it, as `tar -c`
+//!   writes them. Extended attributes (POSIX ACLs included) are pax `SCHILY.xattr.<name>`
+//!   records, which GNU tar applies with `--xattrs` and bsdtar by default.
 //! - Writing stops at the first error of the output: a closed pipe is returned as an
 //!   [`Error::Io`] whose source is `BrokenPipe`, which the CLI treats as a quiet end.
 
@@ -51,11 +56,14 @@ struct Dumper<'a> {
     repo: &'a Repo,
     out: &'a mut dyn Write,
     report: Report,
+    /// Hard-link groups of the component being dumped: link id → the archive path of the
+    /// group's first name (ids are only unique within a component).
+    links: std::collections::HashMap<u64, Vec<u8>>,
 }
 
 /// Writes `path` (`component[/sub/path]`, or the whole set when `None`) of a set to `out`.
 pub fn dump(repo: &Repo, m: &Manifest, path: Option<&str>, out: &mut dyn Write) -> Result<Report> {
-    let mut d = Dumper { repo, out, report: Report::default() };
+    let mut d = Dumper { repo, out, report: Report::default(), links: Default::default() };
     match path {
         None => {
             for c in &m.components {
@@ -93,6 +101,7 @@ pub fn dump(repo: &Repo, m: &Manifest, path: Option<&str>, out: &mut dyn Write) 
 impl Dumper<'_> {
     fn component(&mut self, m: &Manifest, name: &str) -> Result<()> {
         let c = m.component(name).ok_or_else(|| Error::NotFound(format!("the set has no component {name:?}")))?;
+        self.links.clear();
         let mtime_ns = crate::clock::parse(&c.started).map(|t| t.unix_timestamp_nanos() as i64).unwrap_or(0);
         let (uid, gid) = crate::sys::ids();
         let dir = Node {
@@ -106,6 +115,7 @@ impl Dumper<'_> {
             content: vec![],
             subtree: None,
             target: None,
+            ..Node::default()
         };
         self.entry(name.as_bytes(), &dir)?;
         let tree = self.repo.read_tree(&c.root)?;
@@ -142,17 +152,36 @@ impl Dumper<'_> {
         if name.len() > 100 || !name.is_ascii() {
             pax_record(&mut pax, "path", &name);
         }
-        let target = n.target.as_deref().unwrap_or_default();
-        if n.kind == NodeKind::Symlink && (target.len() > 100 || !target.is_ascii()) {
+        // A later name of a hard-link group: a link to the first, without content.
+        let first = n.link.and_then(|id| match self.links.get(&id) {
+            Some(p) => Some(p.clone()),
+            None => {
+                self.links.insert(id, path.to_vec());
+                None
+            }
+        });
+        let target = match &first {
+            Some(p) => p.as_slice(),
+            None => n.target.as_deref().unwrap_or_default(),
+        };
+        let linked = n.kind == NodeKind::Symlink || first.is_some();
+        if linked && (target.len() > 100 || !target.is_ascii()) {
             pax_record(&mut pax, "linkpath", target);
         }
-        let size = if n.kind == NodeKind::File { n.size } else { 0 };
+        let size = if n.kind == NodeKind::File && first.is_none() { n.size } else { 0 };
         if size >= 8 << 30 {
             pax_record(&mut pax, "size", size.to_string().as_bytes());
         }
         let (secs, nanos) = (n.mtime_ns.div_euclid(1_000_000_000), n.mtime_ns.rem_euclid(1_000_000_000));
         if nanos != 0 || secs < 0 {
             pax_record(&mut pax, "mtime", pax_time(secs, nanos).as_bytes());
+        }
+        for x in &n.xattrs {
+            // A pax key ends at the first '=': such a name can't be written (Linux allows it,
+            // no tool creates it).
+            if !x.name.contains(&b'=') {
+                pax_record(&mut pax, [b"SCHILY.xattr.", x.name.as_slice()].concat(), &x.value);
+            }
         }
         if !pax.is_empty() {
             let mut h = tar::Header::new_ustar();
@@ -171,12 +200,22 @@ impl Dumper<'_> {
         let mut h = tar::Header::new_ustar();
         set_bytes(&mut h.as_old_mut().name, &name);
         h.set_entry_type(match n.kind {
+            _ if first.is_some() => tar::EntryType::Link,
             NodeKind::File => tar::EntryType::Regular,
             NodeKind::Dir => tar::EntryType::Directory,
             NodeKind::Symlink => tar::EntryType::Symlink,
+            NodeKind::Fifo => tar::EntryType::Fifo,
+            NodeKind::CharDevice => tar::EntryType::Char,
+            NodeKind::BlockDevice => tar::EntryType::Block,
         });
-        if n.kind == NodeKind::Symlink {
+        if linked {
             set_bytes(&mut h.as_old_mut().linkname, target);
+        }
+        if matches!(n.kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+            // ustar holds 7 octal digits per number (2^21), more than Linux's 12-bit majors
+            // and 20-bit minors need.
+            h.set_device_major(libc::major(n.rdev)).map_err(out_err)?;
+            h.set_device_minor(libc::minor(n.rdev)).map_err(out_err)?;
         }
         h.set_mode(n.mode & 0o7777);
         h.set_uid(n.uid as u64);
@@ -186,7 +225,7 @@ impl Dumper<'_> {
         h.set_cksum();
         self.out.write_all(h.as_bytes()).map_err(out_err)?;
         self.report.entries += 1;
-        if n.kind == NodeKind::File {
+        if size > 0 {
             self.content(path, n)?;
             self.pad(n.size)?;
         }
@@ -242,13 +281,16 @@ fn set_bytes(field: &mut [u8], src: &[u8]) {
 }
 
 /// Appends one pax record, `"<len> <key>=<value>\n"`, where len counts the whole record.
-fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+fn pax_record(out: &mut Vec<u8>, key: impl AsRef<[u8]>, value: &[u8]) {
+    let key = key.as_ref();
     let base = key.len() + value.len() + 3;
     let mut len = base + 1;
     while len != base + len.to_string().len() {
         len = base + len.to_string().len();
     }
-    out.extend_from_slice(format!("{len} {key}=").as_bytes());
+    out.extend_from_slice(format!("{len} ").as_bytes());
+    out.extend_from_slice(key);
+    out.push(b'=');
     out.extend_from_slice(value);
     out.push(b'\n');
 }

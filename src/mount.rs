@@ -25,7 +25,7 @@ use crate::set::Manifest;
 use crate::tree::{Node, NodeKind, Tree};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, MountOption, OpenFlags, ReplyAttr,
-    ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+    ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -377,6 +377,12 @@ impl CofferFs {
                         a.kind = FileType::Symlink;
                         a.nlink = 1;
                     }
+                    NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                        a.kind = file_type(kind);
+                        a.nlink = 1;
+                        // FUSE carries a 32-bit device number: the kernel's new_encode_dev.
+                        a.rdev = encode_dev(node.rdev);
+                    }
                 }
                 a
             }
@@ -396,8 +402,29 @@ fn file_type(k: &Kind) -> FileType {
             NodeKind::File => FileType::RegularFile,
             NodeKind::Dir => FileType::Directory,
             NodeKind::Symlink => FileType::Symlink,
+            NodeKind::Fifo => FileType::NamedPipe,
+            NodeKind::CharDevice => FileType::CharDevice,
+            NodeKind::BlockDevice => FileType::BlockDevice,
         },
         _ => FileType::Directory,
+    }
+}
+
+/// A 64-bit `dev_t` in the 32-bit form FUSE attributes carry (Linux `new_encode_dev`).
+fn encode_dev(rdev: u64) -> u32 {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+/// Answers a getxattr/listxattr: the size when asked for it (`size` 0), the bytes when they
+/// fit, else ERANGE.
+fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32)
+    } else if data.len() <= size as usize {
+        reply.data(data)
+    } else {
+        reply.error(Errno::ERANGE)
     }
 }
 
@@ -430,6 +457,33 @@ impl fuser::Filesystem for CofferFs {
                 reply.data(node.target.as_deref().unwrap_or_default())
             }
             Some(_) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    /// The node's stored extended attributes (POSIX ACLs among them), read-only.
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.kind(ino) {
+            Some(Kind::Node { node, .. }) => match node.xattrs.iter().find(|x| x.name == name.as_bytes()) {
+                Some(x) => reply_sized(reply, size, &x.value),
+                None => reply.error(Errno::NO_XATTR),
+            },
+            Some(_) => reply.error(Errno::NO_XATTR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.kind(ino) {
+            Some(Kind::Node { node, .. }) => {
+                let mut list = Vec::new();
+                for x in &node.xattrs {
+                    list.extend_from_slice(&x.name);
+                    list.push(0);
+                }
+                reply_sized(reply, size, &list)
+            }
+            Some(_) => reply_sized(reply, size, &[]),
             None => reply.error(Errno::ENOENT),
         }
     }

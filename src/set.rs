@@ -70,6 +70,9 @@ pub struct Component {
     /// Paths that could not be read and are missing from this component.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
+    /// Entries deliberately not archived (sockets), each with why. Not a failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +194,7 @@ pub(crate) mod tests {
                 }),
                 solr: None,
                 unreadable: vec![],
+                skipped: vec![],
             }],
         }
     }

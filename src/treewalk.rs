@@ -273,18 +273,7 @@ mod tests {
     }
 
     fn node(name: &str, kind: NodeKind) -> Node {
-        Node {
-            name: name.as_bytes().to_vec(),
-            kind,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            size: 0,
-            content: vec![],
-            subtree: None,
-            target: None,
-        }
+        Node { name: name.as_bytes().to_vec(), kind, ..Node::default() }
     }
     fn dir(name: &str, sub: TreeId) -> Node {
         Node { subtree: Some(*sub.as_bytes()), ..node(name, NodeKind::Dir) }

@@ -586,7 +586,7 @@ fn collect_files(repo: &Repo, id: &TreeId, prefix: &str, out: &mut HashMap<Strin
                     collect_files(repo, &sub, &p, out)?;
                 }
             }
-            NodeKind::Symlink => {}
+            NodeKind::Symlink | NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {}
         }
     }
     Ok(())

@@ -12,6 +12,15 @@
 //! Below the source root the walk does not enter the kernel's pseudo filesystems (`proc`,
 //! `sysfs` …, see `sys::pseudo_filesystem`), and with `one_file_system` no other mount at all:
 //! the mount point is kept as an empty directory and a note says what was skipped.
+//!
+//! Every type is kept except sockets: regular files, directories, symlinks, fifos and
+//! character/block devices (with their device numbers), each with its extended attributes
+//! (POSIX ACLs are two of them). A socket can't be archived (its server recreates it when it
+//! starts), so it is left out and listed in `skipped`, which the backup reports as a warning
+//! without failing. Names of an inode with more than one link are marked with a shared
+//! [`link_id`]; each keeps its full content list (the content itself is stored once, by
+//! deduplication), so every name still restores on its own and a restore can relink them.
+//! Attributes that can't be read leave the node without them and are reported in `problems`.
 
 use crate::chunker::Params;
 use crate::content;
@@ -21,11 +30,11 @@ use crate::id::TreeId;
 use crate::pack::BlobKind;
 use crate::repo::Repo;
 use crate::sink::Sink;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{Node, NodeKind, Tree, Xattr, XATTR_VALUE_MAX};
 use rayon::prelude::*;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
@@ -37,6 +46,8 @@ pub struct Walker<'a> {
     /// Scan start in ns since the epoch: files modified after `scan_start - RACY_NS` are not cached.
     pub scan_start_ns: i64,
     pub problems: Mutex<Vec<String>>,
+    /// Entries deliberately left out (sockets), with why.
+    pub skipped: Mutex<Vec<String>>,
     /// Stored bytes this component added (data and trees).
     pub stored: std::sync::atomic::AtomicU64,
     pub files: std::sync::atomic::AtomicU64,
@@ -71,7 +82,84 @@ fn base_node(name: &[u8], kind: NodeKind, m: &Metadata) -> Node {
         content: Vec::new(),
         subtree: None,
         target: None,
+        link: (!m.is_dir() && m.nlink() > 1).then(|| link_id(m.dev(), m.ino())),
+        ..Node::default()
     }
+}
+
+/// The hard-link group id of an inode: a hash of its device and inode numbers, so names of
+/// one inode share it, distinct inodes (even on two filesystems inside one component) almost
+/// surely don't, and an unchanged file keeps its id (and its tree its id) from run to run.
+pub fn link_id(dev: u64, ino: u64) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"coffer hard link");
+    h.update(&dev.to_le_bytes());
+    h.update(&ino.to_le_bytes());
+    let b = h.finalize();
+    u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// How often a list or value that grows between the size query and the read is retried.
+const XATTR_RETRIES: usize = 8;
+
+/// The extended attributes of `path` (a symlink's own, not its target's), sorted by name.
+/// A filesystem without attribute support has none; one removed while we read is skipped.
+pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
+    use rustix::io::Errno;
+    let mut list = vec![0u8; 256];
+    let mut len = None;
+    for _ in 0..XATTR_RETRIES {
+        match rustix::fs::llistxattr(path, &mut list[..]) {
+            Ok(n) => {
+                len = Some(n);
+                break;
+            }
+            Err(Errno::RANGE) => {
+                let need = rustix::fs::llistxattr_query(path)?;
+                list.resize(need.max(list.len() * 2), 0);
+            }
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = len.ok_or_else(|| std::io::Error::other("the attribute list kept changing while read"))?;
+    let mut out = Vec::new();
+    let mut value = vec![0u8; 256];
+    for name in list[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let mut got = None;
+        for _ in 0..XATTR_RETRIES {
+            match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+                Ok(n) => {
+                    got = Some(Some(n));
+                    break;
+                }
+                Err(Errno::RANGE) => {
+                    let need = rustix::fs::lgetxattr_query(path, name)?;
+                    if need > XATTR_VALUE_MAX {
+                        return Err(std::io::Error::other(format!(
+                            "attribute {:?} has {need} bytes",
+                            String::from_utf8_lossy(name)
+                        )));
+                    }
+                    value.resize(need.max(value.len() * 2), 0);
+                }
+                Err(Errno::NODATA) => {
+                    got = Some(None);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let n = got.ok_or_else(|| {
+            std::io::Error::other(format!("attribute {:?} kept changing while read", String::from_utf8_lossy(name)))
+        })?;
+        if let Some(n) = n {
+            out.push(Xattr { name: name.to_vec(), value: value[..n].to_vec() });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|a, b| a.name == b.name);
+    Ok(out)
 }
 
 /// What the files cache should do with an entry.
@@ -100,6 +188,7 @@ impl<'a> Walker<'a> {
             cache,
             scan_start_ns,
             problems: Mutex::new(Vec::new()),
+            skipped: Mutex::new(Vec::new()),
             stored: Default::default(),
             files: Default::default(),
             dirs: Default::default(),
@@ -149,6 +238,20 @@ impl<'a> Walker<'a> {
 
     fn problem(&self, path: &Path, what: impl std::fmt::Display) {
         self.problems.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: {what}", path.display()));
+    }
+
+    fn skip(&self, path: &Path, what: impl std::fmt::Display) {
+        self.skipped.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: {what}", path.display()));
+    }
+
+    /// Gives the node its extended attributes; reports them if they can't be read (the
+    /// node is kept: its content is still right).
+    fn with_xattrs(&self, path: &Path, mut n: Node) -> Node {
+        match read_xattrs(path) {
+            Ok(x) => n.xattrs = x,
+            Err(e) => self.problem(path, format!("extended attributes unreadable: {e}")),
+        }
+        n
     }
 
     fn store_tree(&self, mut tree: Tree) -> Result<TreeId> {
@@ -270,7 +373,7 @@ impl<'a> Walker<'a> {
                 Ok(id) => {
                     let mut n = base_node(name, NodeKind::Dir, m);
                     n.subtree = Some(*id.as_bytes());
-                    Ok(Outcome::Node(n, CacheAction::Keep))
+                    Ok(Outcome::Node(self.with_xattrs(&path, n), CacheAction::Keep))
                 }
                 Err(Error::Io { path: p, source }) if p == path => {
                     self.problem(&path, format!("directory unreadable: {source}"));
@@ -286,7 +389,7 @@ impl<'a> Walker<'a> {
                     let t = t.as_os_str().as_bytes().to_vec();
                     n.size = t.len() as u64;
                     n.target = Some(t);
-                    Ok(Outcome::Node(n, CacheAction::Keep))
+                    Ok(Outcome::Node(self.with_xattrs(&path, n), CacheAction::Keep))
                 }
                 Err(e) => {
                     self.problem(&path, format!("symlink unreadable: {e}"));
@@ -294,8 +397,31 @@ impl<'a> Walker<'a> {
                 }
             };
         }
+        let special = if ft.is_fifo() {
+            Some(NodeKind::Fifo)
+        } else if ft.is_char_device() {
+            Some(NodeKind::CharDevice)
+        } else if ft.is_block_device() {
+            Some(NodeKind::BlockDevice)
+        } else {
+            None
+        };
+        if let Some(kind) = special {
+            let mut n = base_node(name, kind, m);
+            if kind != NodeKind::Fifo {
+                n.rdev = m.rdev();
+            }
+            return Ok(Outcome::Node(self.with_xattrs(&path, n), CacheAction::Keep));
+        }
         if !ft.is_file() {
-            // Sockets, fifos and devices are not document content; they are not archived.
+            self.skip(
+                &path,
+                if ft.is_socket() {
+                    "socket skipped: sockets can't be archived (the program listening on it creates it again)"
+                } else {
+                    "skipped: a file of a type coffer can't archive"
+                },
+            );
             return Ok(Outcome::Skipped);
         }
         self.files.fetch_add(1, Relaxed);
@@ -318,7 +444,7 @@ impl<'a> Walker<'a> {
                 self.sink.counters.files_unchanged.fetch_add(1, Relaxed);
                 node.size = old.size;
                 node.content = old.content.clone();
-                return Ok(Outcome::Node(node, CacheAction::Keep));
+                return Ok(Outcome::Node(self.with_xattrs(&path, node), CacheAction::Keep));
             }
             if same {
                 // Read again below; the fresh entry replaces the one that did not check out.
@@ -367,7 +493,7 @@ impl<'a> Walker<'a> {
         } else {
             CacheAction::Forget
         };
-        Ok(Outcome::Node(node, action))
+        Ok(Outcome::Node(self.with_xattrs(&path, node), action))
     }
 }
 

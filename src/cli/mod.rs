@@ -1,7 +1,9 @@
 //! Command-line interface: each command parses its arguments, calls one library function and
 //! prints. Exit codes: 0 success, 1 error, 2 usage error, 3 backup committed but some files
-//! could not be read, 4 verification found damage or inconsistency (or a restore met damaged
-//! or missing chunks or trees: it restored everything else and lists what it could not).
+//! could not be read, or a restore finished but some things could not be created (device
+//! nodes when not root, refused extended attributes), 4 verification found damage or
+//! inconsistency (or a restore met damaged or missing chunks or trees: it restored
+//! everything else and lists what it could not).
 //!
 //! One file per command group: backup.rs (init, backup, init-set), browse.rs (sets, ls, stats),
 //! restore.rs (restore, mount, dump), check.rs (verify, repair, unlock), prune.rs (forget, prune).

@@ -109,6 +109,24 @@ impl RestoreArgs {
                 if verify { format!(", {} verified", rep.verified) } else { String::new() },
                 rep.duration_s
             );
+            if rep.specials + rep.hardlinks > 0 {
+                eprintln!("  {} fifos and device nodes, {} hard links", rep.specials, rep.hardlinks);
+            }
+        }
+        // Restored all it could; say plainly what is missing and exit non-zero.
+        if rep.not_restored_count > 0 {
+            for w in &rep.not_restored {
+                eprintln!("coffer: warning: not restored: {w}");
+            }
+            let more = rep.not_restored_count - rep.not_restored.len() as u64;
+            if more > 0 {
+                eprintln!("coffer: warning: … and {more} more");
+            }
+            eprintln!(
+                "coffer: warning: {} things could not be restored (listed above); everything else was",
+                rep.not_restored_count
+            );
+            return Ok(super::EXIT_PARTIAL);
         }
         if !rep.failed.is_empty() {
             eprintln!(

@@ -200,12 +200,22 @@ impl Restorer<'_> {
         let (parent, name) = fsat::parent_and_name(&j.rel);
         let dir = self.target.dir(parent)?;
         let shown = self.target.show(&j.rel);
-        let Some(f) = self.target.existing_file(&dir, name, &j.rel)? else { return Ok(true) };
+        let Some((f, st)) = self.target.existing_file(&dir, name, &j.rel)? else { return Ok(true) };
+        // A file with other names is kept only as the first name of a link group this restore
+        // finished before (content and metadata already right), and its metadata is never
+        // set: another name may be a link to a file outside the target. Anything else with
+        // several names is replaced by a new file.
+        let linked = st.st_nlink > 1;
+        if linked && (j.node.link.is_none() || !self.meta_matches(&j.node, &st)) {
+            return Ok(true);
+        }
         let complete = super::read::file_matches(self.repo, &j.node, &f, &shown)?;
         if complete {
             self.counts.skipped.fetch_add(1, Relaxed);
             self.counts.skipped_bytes.fetch_add(j.node.size, Relaxed);
-            self.set_meta(&j.node, &f, &j.rel)?;
+            if !linked {
+                self.set_meta(&j.node, &f, &j.rel)?;
+            }
         }
         Ok(!complete)
     }

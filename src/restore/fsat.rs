@@ -18,7 +18,7 @@
 //! symlinks, so a directory swapped for a symlink mid-restore is an error, not an escape.
 
 use crate::error::{Error, IoContext, Result};
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use std::collections::HashMap;
 use std::fs::File;
@@ -39,11 +39,11 @@ pub(super) struct Target {
     dirs: Mutex<HashMap<PathBuf, Arc<OwnedFd>>>,
 }
 
-fn io(path: &Path, e: Errno) -> Error {
+pub(super) fn io(path: &Path, e: Errno) -> Error {
     Error::Io { path: path.to_path_buf(), source: e.into() }
 }
 
-fn exists(path: &Path) -> Error {
+pub(super) fn exists(path: &Path) -> Error {
     Error::InvalidInput(format!(
         "{}: already exists; refusing to overwrite (use --overwrite or --resume)",
         path.display()
@@ -178,9 +178,9 @@ impl Target {
         rustix::fs::openat(dir, name, flags, Mode::empty()).map(File::from).map_err(|e| io(&self.show(rel), e))
     }
 
-    /// `resume`: the existing regular file `name`, if it is one and has no other links (a
-    /// hard link to a file elsewhere is rewritten, so its metadata is never set on the other).
-    pub(super) fn existing_file(&self, dir: &OwnedFd, name: &[u8], rel: &Path) -> Result<Option<File>> {
+    /// `resume`: the existing regular file `name`, if it is one, with its status (the caller
+    /// decides what a file with other links may be: one elsewhere must never get our metadata).
+    pub(super) fn existing_file(&self, dir: &OwnedFd, name: &[u8], rel: &Path) -> Result<Option<(File, Stat)>> {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
             Ok(fd) => fd,
@@ -189,7 +189,7 @@ impl Target {
         };
         let st = rustix::fs::fstat(&fd).map_err(|e| io(&self.show(rel), e))?;
         let regular = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
-        Ok((regular && st.st_nlink == 1).then(|| File::from(fd)))
+        Ok(regular.then(|| (File::from(fd), st)))
     }
 
     /// The target of the symlink `name` in `dir`, if it is one.
@@ -247,11 +247,11 @@ fn is_dir(dir: &OwnedFd, name: &[u8]) -> bool {
         .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory)
 }
 
-fn uid_of(raw: u32) -> rustix::fs::Uid {
+pub(super) fn uid_of(raw: u32) -> rustix::fs::Uid {
     rustix::fs::Uid::from_raw_unchecked(raw)
 }
 
-fn gid_of(raw: u32) -> rustix::fs::Gid {
+pub(super) fn gid_of(raw: u32) -> rustix::fs::Gid {
     rustix::fs::Gid::from_raw_unchecked(raw)
 }
 

@@ -55,7 +55,9 @@ use std::sync::{Arc, Mutex};
 
 mod batch;
 mod fsat;
+mod nodes;
 mod read;
+pub mod special;
 mod walk;
 
 use fsat::Target;
@@ -113,6 +115,15 @@ pub struct Report {
     /// Files and directories not restored because the repository could not supply them
     /// (a chunk or tree missing or damaged); everything else was restored.
     pub failed: Vec<Failure>,
+    /// Fifos and device nodes created.
+    pub specials: u64,
+    /// Names linked to another name of their inode (hard links).
+    pub hardlinks: u64,
+    /// What this target could not take, path first (a device node when not root, a refused
+    /// extended attribute, a refused hard link; at most [`nodes::NOT_RESTORED_SHOWN`]).
+    pub not_restored: Vec<String>,
+    /// How many things could not be created (may exceed `not_restored.len()`).
+    pub not_restored_count: u64,
     pub duration_s: f64,
 }
 
@@ -128,6 +139,8 @@ pub struct Counters {
     pub ranges: AtomicU64,
     pub batches: AtomicU64,
     pub verified: AtomicU64,
+    pub specials: AtomicU64,
+    pub hardlinks: AtomicU64,
     /// Files and bytes the whole restore covers, when known (whole components; 0 otherwise).
     pub total_files: AtomicU64,
     pub total_bytes: AtomicU64,
@@ -197,6 +210,12 @@ struct Restorer<'a> {
     zeros: Mutex<HashMap<ChunkId, u32>>,
     /// Files and directories that could not be restored (repository damage), with why.
     failed: Mutex<Vec<Failure>>,
+    /// Hard-link groups of the component being walked: link id → the group's first name.
+    link_first: Mutex<HashMap<u64, PathBuf>>,
+    /// Later names of link groups: (first name, this name), linked once files are written.
+    links: Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// What this target could not take (capped), and how many.
+    not_restored: Mutex<(Vec<String>, u64)>,
 }
 
 /// Something the restore could not write because the repository could not supply it.
@@ -256,22 +275,31 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
         packs: Mutex::new(HashMap::new()),
         zeros: Mutex::new(HashMap::new()),
         failed: Mutex::new(Vec::new()),
+        link_first: Mutex::new(HashMap::new()),
+        links: Mutex::new(Vec::new()),
+        not_restored: Mutex::new((Vec::new(), 0)),
     };
     let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| Error::Failed(format!("thread pool: {e}")))?;
+    // Two pools, never one: the batch loop blocks a worker on the channel while the walker
+    // fills it, and a walker sharing that pool (with `--threads 1`, or when every worker is
+    // blocked) would wait for a thread that never comes back.
+    let pool = || {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| Error::Failed(format!("thread pool: {e}")))
+    };
+    let (walk_pool, pool) = (pool()?, pool()?);
     let limit = if opts.plan_memory == 0 { PLAN_MEMORY } else { opts.plan_memory };
 
     let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(1);
     let (walked, restored) = std::thread::scope(|s| {
         let r = &r;
         let selections = &selections;
-        let pool = &pool;
+        let walk_pool = &walk_pool;
         let walker = s.spawn(move || {
             let w = Walker { r, tx, batch: Mutex::new((Vec::new(), 0)), limit, dirs: Mutex::new(Vec::new()) };
-            pool.install(|| w.walk_set(manifest, selections))?;
+            walk_pool.install(|| w.walk_set(manifest, selections))?;
             w.flush()?;
             Ok::<_, Error>(w.dirs.into_inner().unwrap_or_else(|p| p.into_inner()))
         });
@@ -283,6 +311,7 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
     });
     restored?;
     let mut dirs = walked?;
+    r.make_links()?;
     // Deepest first: a directory's mtime and mode are set after everything inside it.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.depth));
     for d in &dirs {
@@ -293,6 +322,7 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
     let c = r.counts;
     let mut failed = r.failed.into_inner().unwrap_or_else(|p| p.into_inner());
     failed.sort_by(|a, b| a.path.cmp(&b.path));
+    let (not_restored, not_restored_count) = r.not_restored.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(Report {
         files: c.files.load(Relaxed),
         dirs: c.dirs.load(Relaxed),
@@ -305,6 +335,10 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
         batches: c.batches.load(Relaxed),
         verified: c.verified.load(Relaxed),
         failed,
+        specials: c.specials.load(Relaxed),
+        hardlinks: c.hardlinks.load(Relaxed),
+        not_restored,
+        not_restored_count,
         duration_s: t0.elapsed().as_secs_f64(),
     })
 }
@@ -355,10 +389,23 @@ impl Restorer<'_> {
     }
 
     /// Ownership (as root), mode and mtime of a file or directory, through its own handle.
+    /// Whether an existing file already has `n`'s mode, times and (as root) owner.
+    fn meta_matches(&self, n: &Node, st: &rustix::fs::Stat) -> bool {
+        let mtime_ns = st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64;
+        st.st_mode & 0o7777 == n.mode & 0o7777
+            && mtime_ns == n.mtime_ns
+            && (!self.root || (st.st_uid, st.st_gid) == (n.uid, n.gid))
+    }
+
     fn set_meta(&self, n: &Node, f: &File, rel: &Path) -> Result<()> {
         let shown = || self.target.show(rel);
         if self.root {
             std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid)).ctx(&shown())?;
+        }
+        // After chown (which clears security.capability), before chmod (a read-only file's
+        // owner may not set user.* attributes).
+        for m in special::apply_xattrs(f, n) {
+            self.not_restored(rel, m);
         }
         f.set_permissions(std::fs::Permissions::from_mode(n.mode & 0o7777)).ctx(&shown())?;
         let t = fsat::timespec(n.mtime_ns);

@@ -99,6 +99,7 @@ impl Walker<'_, '_> {
                 continue;
             }
             let rel = PathBuf::from(&c.name);
+            self.r.new_component();
             self.r.target.make_dir(&*self.r.target.dir(Path::new(""))?, c.name.as_bytes(), &rel, self.r.replace())?;
             let budget = Budget { c, files: AtomicU64::new(0), dirs: AtomicU64::new(0), bytes: AtomicU64::new(0) };
             // The component's own directory is not counted: a command component declares none.
@@ -162,6 +163,9 @@ impl Walker<'_, '_> {
         let mut subdirs = Vec::new();
         for (n, sel) in nodes {
             let rel = p.rel.join(std::ffi::OsStr::from_bytes(&n.name));
+            if self.r.defer_link(&n, &rel) {
+                continue;
+            }
             match n.kind {
                 NodeKind::Dir => {
                     let Some(tree) = n.subtree_id() else {
@@ -180,6 +184,9 @@ impl Walker<'_, '_> {
                     subdirs.push(Pending { tree, rel, node, sel, depth: p.depth + 1 });
                 }
                 NodeKind::Symlink => self.r.restore_symlink(&dir, &n, &rel)?,
+                NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                    self.r.restore_special(&dir, &n, &rel)?
+                }
                 NodeKind::File => {
                     budget.take(1, 0, n.size)?;
                     self.add_file(Job { node: n, rel })?;

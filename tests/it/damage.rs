@@ -356,6 +356,7 @@ fn verify_walks_a_tree_200000_levels_deep_without_recursion() {
             content: Vec::new(),
             subtree: Some(below.0 .0),
             target: None,
+            ..Node::default()
         };
         let bytes = Tree { nodes: vec![node] }.encode();
         let id = repo.hasher.id(&bytes);

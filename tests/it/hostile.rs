@@ -160,6 +160,40 @@ fn symlinks_already_in_the_target_are_replaced_never_followed() {
 }
 
 #[test]
+fn hard_links_already_in_the_target_never_pass_our_metadata_outside() {
+    let s = Scene::new();
+    let src = s.env.path("src");
+    write(&src.join("a.txt"), &bytes(1, 3000));
+    write(&src.join("p1"), b"pair");
+    std::fs::hard_link(src.join("p1"), src.join("p2")).unwrap();
+    s.env.backup_json(&[src.to_str().unwrap()]);
+    // Files outside with the stored bytes (so `--resume` finds the content right), but
+    // another mode: keeping them would mean setting our metadata on a file outside.
+    write(&s.outside().join("twin.txt"), &bytes(1, 3000));
+    write(&s.outside().join("pair.txt"), b"pair");
+    for f in ["twin.txt", "pair.txt"] {
+        std::fs::set_permissions(s.outside().join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let t = s.target();
+    for mode in ["--overwrite", "--resume"] {
+        let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(t.join("src")).unwrap();
+        std::fs::hard_link(s.outside().join("twin.txt"), t.join("src/a.txt")).unwrap();
+        std::fs::hard_link(s.outside().join("pair.txt"), t.join("src/p1")).unwrap();
+        let before = s.world();
+        let o = s.restore("latest", &[mode]);
+        assert!(o.status.success(), "{mode}: {}", stderr(&o));
+        assert_eq!(s.world(), before, "{mode}: the restore changed a file outside its target");
+        assert_same_tree(&src, &t.join("src"));
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_ne!(ino(&t.join("src/a.txt")), ino(&s.outside().join("twin.txt")), "{mode}");
+        assert_eq!(ino(&t.join("src/p1")), ino(&t.join("src/p2")), "{mode}: the link group was not restored");
+        assert_ne!(ino(&t.join("src/p1")), ino(&s.outside().join("pair.txt")), "{mode}");
+    }
+}
+
+#[test]
 fn a_tree_200000_levels_deep_is_refused_without_a_stack_overflow() {
     let s = Scene::new();
     let mut c = Craft::open(&s.env.repo());

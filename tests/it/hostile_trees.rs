@@ -82,6 +82,7 @@ impl Crafter {
                 command: None,
                 solr: None,
                 unreadable: vec![],
+                skipped: vec![],
             }],
         };
         self.repo.commit_manifest(&m).expect("commit manifest")
@@ -100,6 +101,7 @@ fn node(name: &str, kind: NodeKind) -> Node {
         content: vec![],
         subtree: None,
         target: None,
+        ..Node::default()
     }
 }
 

@@ -10,4 +10,5 @@ mod mount;
 mod pg_selftest;
 mod prune;
 mod sets;
+mod special;
 mod support;

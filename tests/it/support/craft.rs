@@ -90,6 +90,7 @@ fn node(name: &[u8], kind: NodeKind, mode: u32) -> Node {
         content: vec![],
         subtree: None,
         target: None,
+        ..Node::default()
     }
 }
 
@@ -130,5 +131,6 @@ pub fn component(name: &str, root: TreeId, files: u64, dirs: u64, bytes: u64) ->
         command: None,
         solr: None,
         unreadable: vec![],
+        skipped: vec![],
     }
 }

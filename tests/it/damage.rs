@@ -278,27 +278,6 @@ fn a_damaged_manifest_is_reported_and_the_other_sets_still_work() {
     assert!(msg.contains(&first), "{msg}");
 }
 
-/// A small tmpfs, unmounted on drop.
-struct SmallFs(PathBuf);
-
-impl SmallFs {
-    fn mount(at: &Path, size: &str) -> SmallFs {
-        std::fs::create_dir_all(at).unwrap();
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "this test needs to mount a small tmpfs (run as root): {}", stderr(&o));
-        SmallFs(at.to_path_buf())
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_repository_filesystem_can_still_be_read() {
     let env = Env::new();

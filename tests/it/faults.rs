@@ -219,27 +219,6 @@ fn sigkill_at_random_moments_never_breaks_the_repository() {
     }
 }
 
-/// A small tmpfs, unmounted on drop.
-struct SmallFs(PathBuf);
-
-impl SmallFs {
-    fn mount(at: &Path, size: &str) -> SmallFs {
-        std::fs::create_dir_all(at).unwrap();
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "this test needs to mount a small tmpfs (run as root): {}", stderr(&o));
-        SmallFs(at.to_path_buf())
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_fails_the_backup_cleanly_and_leaves_a_valid_repository() {
     let env = Env::new();

@@ -4,115 +4,13 @@
 //! must end with a clear error (or succeed), never die by a signal, never expand a tree
 //! beyond what its manifest declares, and never stream a chunk under a length it doesn't have.
 
+use crate::support::craft::{component, dir, file, Craft};
 use crate::support::{coffer_bin, Env};
-use coffer::id::{ChunkId, SetId, TreeId};
-use coffer::pack::{BlobKind, Compression, PackWriter};
-use coffer::repo::Repo;
-use coffer::set::{Component, ComponentKind, Manifest};
-use coffer::tree::{ChunkRef, Node, NodeKind, Tree};
-use std::collections::HashSet;
+use coffer::id::{ChunkId, Id};
+use coffer::tree::ChunkRef;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output, Stdio};
-
-/// Writes blobs into packs of a real repository and commits manifests naming them: what a
-/// hostile (or badly damaged) repository can hold while every object is well-formed.
-struct Crafter {
-    repo: Repo,
-    writer: Option<PackWriter>,
-    stored: HashSet<ChunkId>,
-}
-
-impl Crafter {
-    fn new(root: &std::path::Path) -> Crafter {
-        Crafter { repo: Repo::open(root).expect("open repo"), writer: None, stored: HashSet::new() }
-    }
-
-    fn blob(&mut self, kind: BlobKind, raw: &[u8]) -> ChunkId {
-        let id = self.repo.hasher.id(raw);
-        if !self.stored.insert(id) {
-            return id;
-        }
-        let root = self.repo.root.clone();
-        let w = self.writer.get_or_insert_with(|| PackWriter::create(&root).expect("pack writer"));
-        w.add(id, kind, Compression::None, raw, raw.len() as u32).expect("add blob");
-        if w.size() >= 8 << 20 {
-            self.seal();
-        }
-        id
-    }
-
-    fn tree(&mut self, mut t: Tree) -> TreeId {
-        t.sort();
-        let id = self.blob(BlobKind::Tree, &t.encode());
-        TreeId(id.0)
-    }
-
-    fn seal(&mut self) {
-        if let Some(w) = self.writer.take() {
-            let f = w.finish().expect("finish pack");
-            self.repo.index().expect("index").add_pack(&f, 0).expect("index pack");
-        }
-    }
-
-    /// Commits a set with one directory component `c` rooted at `root`, declaring the given
-    /// counts.
-    fn commit(&mut self, root: TreeId, files: u64, dirs: u64, bytes: u64) -> SetId {
-        self.seal();
-        let t = "2026-11-22T01:00:00Z".to_string();
-        let m = Manifest {
-            name: "hostile".into(),
-            host: "h".into(),
-            tags: vec![],
-            tool_version: "0".into(),
-            started: t.clone(),
-            finished: t.clone(),
-            parent: None,
-            components: vec![Component {
-                name: "c".into(),
-                kind: ComponentKind::Directory,
-                source: "/src".into(),
-                started: t.clone(),
-                finished: t,
-                root,
-                files,
-                dirs,
-                bytes,
-                stored_bytes: 0,
-                command: None,
-                solr: None,
-                unreadable: vec![],
-                skipped: vec![],
-            }],
-        };
-        self.repo.commit_manifest(&m).expect("commit manifest")
-    }
-}
-
-fn node(name: &str, kind: NodeKind) -> Node {
-    Node {
-        name: name.as_bytes().to_vec(),
-        kind,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime_ns: 0,
-        size: 0,
-        content: vec![],
-        subtree: None,
-        target: None,
-        ..Node::default()
-    }
-}
-
-fn dir(name: &str, sub: TreeId) -> Node {
-    Node { subtree: Some(*sub.as_bytes()), ..node(name, NodeKind::Dir) }
-}
-
-fn file(name: &str, content: Vec<ChunkRef>) -> Node {
-    let size = content.iter().map(|c| c.len as u64).sum();
-    Node { mode: 0o644, size, content, ..node(name, NodeKind::File) }
-}
 
 /// Runs coffer with stdout discarded (a listing of a deep tree is quadratic in its depth).
 fn run_quiet(env: &Env, args: &[&str]) -> Output {
@@ -172,16 +70,16 @@ fn a_tree_200000_levels_deep_is_refused_without_a_crash() {
     const DEPTH: usize = 200_000;
     let env = Env::new();
     env.init();
-    let mut c = Crafter::new(&env.repo());
-    let mut t = c.tree(Tree { nodes: vec![file("leaf", vec![])] });
+    let mut c = Craft::open(&env.repo());
+    let mut t = c.tree(vec![file("leaf", vec![])]);
     for _ in 0..DEPTH {
-        t = c.tree(Tree { nodes: vec![dir("d", t)] });
+        t = c.tree(vec![dir("d", t)]);
     }
-    c.commit(t, 1, DEPTH as u64 + 1, 0);
+    c.commit(vec![component("c", t, 1, DEPTH as u64 + 1, 0)]);
     drop(c);
     let repo = env.repo();
     let repo = repo.to_str().unwrap();
-    let why = ["set hostile", "component \"c\"", "c/d/d/d", "deeper than"];
+    let why = ["set crafted", "component \"c\"", "c/d/d/d", "deeper than"];
     for args in [vec!["ls", "--repo", repo, "latest"], vec!["dump", "--repo", repo, "latest"]] {
         assert_refused(&run_quiet(&env, &args), &args, &why);
     }
@@ -198,15 +96,15 @@ fn a_dag_expanding_beyond_the_manifest_is_refused_by_ls_and_dump() {
     const LEVELS: usize = 30;
     let env = Env::new();
     env.init();
-    let mut c = Crafter::new(&env.repo());
-    let data = c.blob(BlobKind::Data, b"hello");
+    let mut c = Craft::open(&env.repo());
+    let data = c.chunk(b"hello");
     // Level 0: one file. Level i: two directories naming level i-1: 2^30 files in the end.
-    let mut t = c.tree(Tree { nodes: vec![file("f", vec![ChunkRef::new(data, 5)])] });
+    let mut t = c.tree(vec![file("f", vec![data])]);
     for _ in 0..LEVELS {
-        t = c.tree(Tree { nodes: vec![dir("a", t), dir("b", t)] });
+        t = c.tree(vec![dir("a", t), dir("b", t)]);
     }
     // The manifest declares what one path down the DAG holds.
-    c.commit(t, 1, LEVELS as u64 + 1, 5);
+    c.commit(vec![component("c", t, 1, LEVELS as u64 + 1, 5)]);
     drop(c);
     let repo = env.repo();
     let repo = repo.to_str().unwrap();
@@ -220,7 +118,7 @@ fn a_dag_expanding_beyond_the_manifest_is_refused_by_ls_and_dump() {
                 "coffer {args:?} wrote more than {cap} bytes for a component that declares 1 file and 31 directories"
             )
         };
-        assert_refused(&o, &args, &["set hostile", "component \"c\"", "declares"]);
+        assert_refused(&o, &args, &["set crafted", "component \"c\"", "declares"]);
     }
 }
 
@@ -228,13 +126,13 @@ fn a_dag_expanding_beyond_the_manifest_is_refused_by_ls_and_dump() {
 fn a_chunk_claimed_with_a_wrong_length_is_reported_by_dump_and_verify() {
     let env = Env::new();
     env.init();
-    let mut c = Crafter::new(&env.repo());
-    let data = c.blob(BlobKind::Data, &[7u8; 100]);
-    let good = ChunkRef::new(data, 100);
+    let mut c = Craft::open(&env.repo());
+    let good = c.chunk(&[7u8; 100]);
+    let data = ChunkId(Id(good.id));
     // `b` names the chunk twice: once truly, once claiming 4000 bytes (the tree's sizes add
     // up, so the tree itself decodes).
-    let root = c.tree(Tree { nodes: vec![file("a", vec![good]), file("b", vec![good, ChunkRef::new(data, 4000)])] });
-    c.commit(root, 2, 1, 4200);
+    let root = c.tree(vec![file("a", vec![good]), file("b", vec![good, ChunkRef::new(data, 4000)])]);
+    c.commit(vec![component("c", root, 2, 1, 4200)]);
     drop(c);
     let repo = env.repo();
     let repo = repo.to_str().unwrap();

@@ -179,3 +179,24 @@ pub fn stderr(o: &Output) -> String {
 
 pub mod craft;
 pub mod pg;
+
+/// A small tmpfs, unmounted on drop.
+pub struct SmallFs(pub PathBuf);
+
+impl SmallFs {
+    pub fn mount(at: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(at).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "this test needs to mount a small tmpfs (run as root): {}", stderr(&o));
+        SmallFs(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -103,8 +103,8 @@ fn check_restored(src: &Path, out: &Path, acls: bool) {
     }
 }
 
-#[test]
-fn special_files_hard_links_and_xattrs_are_restored() {
+/// A repository holding one backup of `special_source`.
+fn backed_up() -> (Env, std::path::PathBuf, std::path::PathBuf) {
     let env = xattr_env();
     env.init();
     let src = env.path("src");
@@ -115,6 +115,12 @@ fn special_files_hard_links_and_xattrs_are_restored() {
     // A socket is skipped, with a warning naming it, and that alone does not fail the run.
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("sock: socket skipped"), "no warning about the socket: {}", stderr(&o));
+    (env, src, repo)
+}
+
+#[test]
+fn special_files_hard_links_and_xattrs_are_restored() {
+    let (env, src, repo) = backed_up();
     let out = env.path("out");
     let rep = env.restore_json(&repo, &out, &[]);
     assert_eq!(rep["specials"], 2, "{rep}");
@@ -133,14 +139,7 @@ fn special_files_hard_links_and_xattrs_are_restored() {
 
 #[test]
 fn dump_into_tar_reproduces_hard_links_fifos_devices_and_xattrs() {
-    let env = xattr_env();
-    env.init();
-    let src = env.path("src");
-    let sock = special_source(&src);
-    let repo = env.repo();
-    let o = env.run(&["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()]);
-    drop(sock);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (env, src, repo) = backed_up();
     let out = env.path("x");
     std::fs::create_dir_all(&out).unwrap();
     let mut dump = Command::new(coffer_bin())

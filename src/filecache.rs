@@ -23,7 +23,7 @@
 //! - A file whose mtime is within `RACY_NS` of the scan start is not cached: a write in the
 //!   same timestamp tick after we read it could leave mtime unchanged.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::tree::ChunkRef;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -177,7 +177,7 @@ impl FileCache {
     /// error here means even a fresh cache could not be created (the caller goes on without).
     pub fn open(root: &Path, key: &Key, source: &Path, threads: usize, notify: Notify) -> Result<FileCache> {
         let dir = root.join(&key.repository_id);
-        std::fs::create_dir_all(&dir).ctx(&dir)?;
+        crate::store::create_private_dirs(&dir)?;
         let h = blake3::hash(source.as_os_str().as_encoded_bytes()).to_hex();
         let path = dir.join(format!("files-{}.sqlite", &h[..16]));
         match FileCache::open_at(&path, key, threads, notify.clone()) {
@@ -195,6 +195,7 @@ impl FileCache {
 
     fn open_at(path: &Path, key: &Key, threads: usize, notify: Notify) -> Result<FileCache> {
         let open = || -> Result<Connection> {
+            crate::store::touch_private(path)?;
             let c = sql(path, Connection::open(path))?;
             sql(path, c.busy_timeout(std::time::Duration::from_secs(60)))?;
             sql(path, c.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())))?;

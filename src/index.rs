@@ -190,6 +190,7 @@ fn sql<T>(path: &Path, r: rusqlite::Result<T>) -> Result<T> {
 impl Index {
     /// Creates a fresh catalog (used by `init` and by [`rebuild`]).
     pub fn create(path: &Path, repository_id: &str) -> Result<Index> {
+        crate::store::touch_private(path)?;
         let conn = sql(path, Connection::open(path))?;
         let idx = Index { path: path.to_path_buf(), conn };
         idx.configure()?;

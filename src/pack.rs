@@ -416,7 +416,7 @@ impl PackWriter {
     pub fn create(repo: &Path) -> Result<PackWriter> {
         let tmp_dir = repo.join("tmp");
         let tmp_path = tmp_dir.join(crate::store::tmp_name());
-        let file = File::create(&tmp_path).ctx(&tmp_path)?;
+        let file = crate::store::create_private(&tmp_path)?;
         let mut w = PackWriter {
             repo: repo.to_path_buf(),
             tmp_path,
@@ -505,7 +505,7 @@ impl Closed {
         let dest = pack_path(&self.repo, &self.pack.id);
         let dir = dest.parent().expect("pack path has a parent");
         if !dir.exists() {
-            std::fs::create_dir_all(dir).ctx(dir)?;
+            crate::store::create_private_dirs(dir)?;
             crate::store::sync_dir(dir.parent().expect("packs dir"))?;
         }
         std::fs::rename(&self.tmp_path, &dest).ctx(&dest)?;

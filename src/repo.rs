@@ -75,8 +75,7 @@ impl Repo {
             return Err(Error::InvalidInput(format!("compression level {compression_level} is outside 1..=22")));
         }
         for d in ["", "packs", "sets", "locks", "tmp"] {
-            let p = root.join(d);
-            std::fs::create_dir_all(&p).ctx(&p)?;
+            crate::store::create_private_dirs(&root.join(d))?;
         }
         let mut random = [0u8; 48];
         getrandom::getrandom(&mut random)

@@ -4,10 +4,15 @@
 //! the complete new file under its final name, never a partial one, and the rename is durable
 //! (parent directory fsynced) when it returns; a file read after `write_atomic` returned sees
 //! the new bytes.
+//!
+//! Everything coffer creates in a repository or a cache is owner-only (directories 0700,
+//! files 0600, as restic and Borg do): a repository holds the whole database dump, and the
+//! umask of a cron job is no place to leave that to. Existing directories keep their mode.
 
 use crate::error::{IoContext, Result};
-use std::fs::File;
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -65,12 +70,28 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).ctx(dir)?.sync_all().ctx(dir)
 }
 
+/// Creates `dir` and any missing parents, owner-only.
+pub fn create_private_dirs(dir: &Path) -> Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir).ctx(dir)
+}
+
+/// Creates (or truncates) the file `path` for writing, owner-only when it is new.
+pub fn create_private(path: &Path) -> Result<File> {
+    OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).ctx(path)
+}
+
+/// Makes sure the file `path` exists, creating it empty and owner-only: SQLite then opens
+/// it as it is, and gives its `-wal` and `-shm` files the same mode.
+pub fn touch_private(path: &Path) -> Result<()> {
+    OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).ctx(path).map(drop)
+}
+
 /// Writes `bytes` to `path` through a temporary file in `tmp_dir` (same filesystem), fsync,
 /// rename, fsync of the parent.
 pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_dir.join(tmp_name());
     let result = (|| {
-        let mut f = File::create(&tmp).ctx(&tmp)?;
+        let mut f = create_private(&tmp)?;
         f.write_all(bytes).ctx(&tmp)?;
         f.sync_all().ctx(&tmp)?;
         drop(f);

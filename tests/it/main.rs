@@ -8,6 +8,7 @@ mod hostile;
 mod hostile_trees;
 mod mount;
 mod pg_selftest;
+mod private;
 mod prune;
 mod sets;
 mod special;

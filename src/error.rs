@@ -31,6 +31,14 @@ pub enum Error {
     #[error("{}: index database: {source}", path.display())]
     Index { path: PathBuf, source: rusqlite::Error },
 
+    /// An object a storage was asked for is not there (`object`: location/kind/name).
+    #[error("{object}: no such object")]
+    ObjectMissing { object: String },
+
+    /// A storage operation failed (`object`: location/kind/name, or the kind's place).
+    #[error("{object}: {source}")]
+    Storage { object: String, source: std::io::Error },
+
     #[error("{0}")]
     InvalidInput(String),
 
@@ -71,7 +79,8 @@ impl Error {
             Error::Corrupt { .. } | Error::BadTree { .. } => ErrorKind::Corrupt,
             Error::Index { .. } => ErrorKind::Index,
             Error::InvalidInput(_) => ErrorKind::InvalidInput,
-            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::NotFound(_) | Error::ObjectMissing { .. } => ErrorKind::NotFound,
+            Error::Storage { .. } => ErrorKind::Io,
             Error::Locked(_) => ErrorKind::Locked,
             Error::CommandFailed { .. } => ErrorKind::CommandFailed,
             Error::Failed(_) => ErrorKind::Failed,

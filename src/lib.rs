@@ -28,6 +28,7 @@ pub mod set;
 pub mod setdef;
 pub mod sink;
 pub mod solr;
+pub mod storage;
 pub mod store;
 pub mod sys;
 pub mod tree;

@@ -1,0 +1,180 @@
+//! A repository in a local directory, in the layout of `docs/format.md`: `config` at the top,
+//! `packs/xx/<name>` (xx: the name's first two characters, so no directory holds more than a
+//! few thousand packs), `<kind>/<name>` for the other kinds, `tmp/` for puts in flight.
+//!
+//! Atomic put here is temp file in `tmp/` (same filesystem) → write → fsync → rename → fsync of
+//! the directory, which is what makes "whole or absent, and durable" true on a POSIX
+//! filesystem. Everything is created owner-only ([`crate::store`]).
+
+use super::{check_name, check_range, Kind, ObjectInfo, Storage};
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::Storage { object: path.display().to_string(), source }
+}
+
+impl LocalStorage {
+    /// A storage on the directory `root`, which must exist.
+    pub fn open(root: &Path) -> Result<LocalStorage> {
+        let meta = std::fs::metadata(root).map_err(|e| io(root, e))?;
+        if !meta.is_dir() {
+            return Err(Error::NotARepository { path: root.to_path_buf(), why: "not a directory".into() });
+        }
+        Ok(LocalStorage { root: root.to_path_buf() })
+    }
+
+    /// Creates `root` (owner-only) if it is missing, then opens it.
+    pub fn create(root: &Path) -> Result<LocalStorage> {
+        crate::store::create_private_dirs(root)?;
+        LocalStorage::open(root)
+    }
+
+    /// The directory a kind's objects are in (for packs: their parent `packs/`).
+    fn kind_dir(&self, kind: Kind) -> PathBuf {
+        match kind {
+            Kind::Config => self.root.clone(),
+            _ => self.root.join(kind.dir()),
+        }
+    }
+
+    fn path(&self, kind: Kind, name: &str) -> Result<PathBuf> {
+        check_name(kind, name)?;
+        Ok(match kind {
+            Kind::Packs => self.kind_dir(kind).join(&name[..name.len().min(2)]).join(name),
+            _ => self.kind_dir(kind).join(name),
+        })
+    }
+
+    /// Makes `dir` exist; a new directory is made durable in its parent.
+    fn ensure_dir(dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        crate::store::create_private_dirs(dir)?;
+        sync_dir(dir.parent().unwrap_or(Path::new("/")))
+    }
+
+    /// Regular files directly in `dir` with valid names (the rest is not ours: editor
+    /// droppings, `tmp/` and `index.sqlite` beside `config`).
+    fn files_in(kind: Kind, dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(dir, e)),
+        };
+        for e in entries {
+            let e = e.map_err(|e| io(dir, e))?;
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+            let meta = e.metadata().map_err(|err| io(&e.path(), err))?;
+            let ours = check_name(kind, &name).is_ok() && !name.ends_with(".tmp") && !name.contains(".sqlite");
+            if meta.is_file() && ours {
+                out.push(ObjectInfo { name, size: meta.len() });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(dir, e))
+}
+
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn read(&self, kind: Kind, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::ObjectMissing { object: path.display().to_string() })
+            }
+            Err(e) => return Err(io(&path, e)),
+        };
+        let size = f.metadata().map_err(|e| io(&path, e))?.len();
+        match range {
+            None => {
+                let mut out = Vec::with_capacity(size as usize);
+                f.read_to_end(&mut out).map_err(|e| io(&path, e))?;
+                Ok(out)
+            }
+            Some(r) => {
+                check_range(&path.display().to_string(), size, &r)?;
+                let mut out = vec![0u8; (r.end - r.start) as usize];
+                f.read_exact_at(&mut out, r.start).map_err(|e| io(&path, e))?;
+                Ok(out)
+            }
+        }
+    }
+
+    fn put(&self, kind: Kind, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(kind, name)?;
+        let dir = path.parent().expect("an object path has a parent");
+        LocalStorage::ensure_dir(dir)?;
+        let tmp_dir = self.root.join("tmp");
+        LocalStorage::ensure_dir(&tmp_dir)?;
+        let tmp = tmp_dir.join(crate::store::tmp_name());
+        let result = (|| {
+            let mut f = crate::store::create_private(&tmp)?;
+            f.write_all(bytes).map_err(|e| io(&tmp, e))?;
+            f.sync_all().map_err(|e| io(&tmp, e))?;
+            drop(f);
+            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+            sync_dir(dir)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>> {
+        let dir = self.kind_dir(kind);
+        let mut out = Vec::new();
+        if kind != Kind::Packs {
+            LocalStorage::files_in(kind, &dir, &mut out)?;
+            return Ok(out);
+        }
+        let subdirs = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(&dir, e)),
+        };
+        for sub in subdirs {
+            let sub = sub.map_err(|e| io(&dir, e))?;
+            if sub.file_type().map_err(|e| io(&sub.path(), e))?.is_dir() {
+                LocalStorage::files_in(kind, &sub.path(), &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn size(&self, kind: Kind, name: &str) -> Result<Option<u64>> {
+        let path = self.path(kind, name)?;
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    fn remove(&self, kind: Kind, name: &str) -> Result<()> {
+        let path = self.path(kind, name)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("an object path has a parent")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The one door to repository bytes (format v2, issue 11): a repository is a set of objects,
+//! each named by its [`Kind`] and a name, behind the small [`Storage`] trait. `LocalStorage` is
+//! a directory, `MemStorage` lives in memory for tests, `FaultyStorage` wraps either to make
+//! calls fail, short or wrong in the ways real disks and object stores do.
+//!
+//! Not yet wired: `Repo` and the modules that still open repository files directly move onto
+//! this trait in the next steps of issue 11.
+//!
+//! # Guarantees every implementation gives (and everything above may rely on)
+//! - **Atomic put.** After [`Storage::put`] returns `Ok`, the object exists whole under its
+//!   name, durably (it survives a crash or power loss of the machine that wrote it). If `put`
+//!   fails or the process dies during it, the object is either absent or whole: never partial.
+//!   A put that returned an error may still have landed (the reply was lost), so callers
+//!   treat an error as "unknown" and only write objects whose name is their content's id, or
+//!   that are safe to write twice.
+//! - **Read after write.** A [`Storage::read`] that starts after a `put` of the same name
+//!   returned sees the new bytes; after a [`Storage::remove`] returned, it sees no object.
+//! - **List may lag.** [`Storage::list`] may miss objects put (or still show objects removed)
+//!   shortly before: on object stores listing is eventually consistent. Nothing that decides
+//!   what to *delete* may rely on a list alone without a margin of age (prune's rule), and
+//!   nothing that decides a set *exists* relies on it beyond "not yet visible".
+//! - **Names.** Object names are 1 to 128 characters of `[0-9A-Za-z._@-]`, not starting with
+//!   `.`; anything else is refused (a name never becomes a path outside the kind's place).
+//! - No rename, append, directory or fsync in the trait: those are `LocalStorage`'s own
+//!   business, so the same code runs on an object store.
+
+mod faulty;
+mod local;
+mod mem;
+
+pub use faulty::{Effect, Fault, FaultyStorage, Op};
+pub use local::LocalStorage;
+pub use mem::MemStorage;
+
+use crate::error::{Error, Result};
+use std::ops::Range;
+
+/// What an object is; each kind has its own namespace (a directory, a key prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Config,
+    Keys,
+    Packs,
+    Index,
+    Sets,
+    Locks,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [Kind::Config, Kind::Keys, Kind::Packs, Kind::Index, Kind::Sets, Kind::Locks];
+
+    /// The kind's place in a repository: a directory name, a key prefix.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Config => "config",
+            Kind::Keys => "keys",
+            Kind::Packs => "packs",
+            Kind::Index => "index",
+            Kind::Sets => "sets",
+            Kind::Locks => "locks",
+        }
+    }
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// A repository's objects. See the module documentation for the guarantees.
+pub trait Storage: Send + Sync {
+    /// Where this storage is, for messages: a directory, `s3://bucket/prefix`, `mem:`.
+    fn location(&self) -> String;
+
+    /// The object's bytes, or those in `range` (which must lie inside the object: a range
+    /// past its end is an error naming the object and its size, never a short read).
+    /// A missing object is [`Error::ObjectMissing`].
+    fn read(&self, kind: Kind, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>>;
+
+    /// Stores `bytes` under the name, replacing an object of that name (atomic, durable).
+    fn put(&self, kind: Kind, name: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Every object of the kind with its size, in no particular order (may lag behind puts
+    /// and removes).
+    fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>>;
+
+    /// The object's size, or `None` when there is none (a cheap HEAD, read-after-write
+    /// consistent like `read`).
+    fn size(&self, kind: Kind, name: &str) -> Result<Option<u64>>;
+
+    /// Removes the object; removing a missing object is not an error (it may have been removed
+    /// by a run whose reply was lost).
+    fn remove(&self, kind: Kind, name: &str) -> Result<()>;
+}
+
+/// How an object is named in messages: `location/kind/name`.
+pub fn object_path(storage: &dyn Storage, kind: Kind, name: &str) -> String {
+    format!("{}/{}/{name}", storage.location().trim_end_matches('/'), kind.dir())
+}
+
+/// Refuses a name outside the rule in the module documentation.
+pub fn check_name(kind: Kind, name: &str) -> Result<()> {
+    let ok = (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{:?} is not a valid name for a {} object (1-128 of [0-9A-Za-z._@-], not starting with '.')",
+            name,
+            kind.dir()
+        )))
+    }
+}
+
+/// Checks that `range` lies inside an object of `size` bytes.
+fn check_range(object: &str, size: u64, range: &Range<u64>) -> Result<()> {
+    if range.start > range.end || range.end > size {
+        return Err(Error::Corrupt {
+            path: object.into(),
+            offset: range.start,
+            what: format!("range {}..{} asked of an object of {size} bytes", range.start, range.end),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

@@ -17,6 +17,7 @@ use crate::id::{ChunkId, PackId, SetId, TreeId};
 use crate::index::Index;
 use crate::pack::{self, BlobKind};
 use crate::set::Manifest;
+use crate::storage::{object_path, Kind, LocalStorage, Storage};
 use crate::tree::{ChunkRef, Tree};
 use std::collections::HashMap;
 use std::fs::File;
@@ -31,6 +32,9 @@ pub struct Repo {
     /// The repository can't be written (read-only media): it is read without leases, and
     /// `verify` does not record verification times.
     pub read_only: bool,
+    /// The repository's objects. Set manifests go through it; packs, leases and the config
+    /// follow in the next steps of issue 11.
+    pub storage: Arc<dyn Storage>,
     /// One catalog connection per worker thread (connections are not `Sync`).
     indexes: Vec<Mutex<Option<Index>>>,
     open_packs: Mutex<HashMap<PackId, Arc<File>>>,
@@ -110,6 +114,7 @@ impl Repo {
             hasher: Hasher::new(config.key()),
             config,
             read_only: crate::sys::read_only(root),
+            storage: Arc::new(LocalStorage::open(root)?),
             indexes: (0..threads).map(|_| Mutex::new(None)).collect(),
             open_packs: Mutex::new(HashMap::new()),
             warned: Mutex::new(Default::default()),
@@ -224,20 +229,22 @@ impl Repo {
 
     /// Every set whose manifest reads (oldest first), and every manifest that does not.
     pub fn list_sets_checked(&self) -> Result<SetListing> {
-        let dir = self.sets_dir();
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        for e in std::fs::read_dir(&dir).ctx(&dir)? {
-            let e = e.ctx(&dir)?;
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Ok(id) = name.parse::<SetId>() else { continue };
-            if name.len() != 64 {
+        for o in self.storage.list(Kind::Sets)? {
+            let Ok(id) = o.name.parse::<SetId>() else { continue };
+            if o.name.len() != 64 {
                 continue;
             }
-            match crate::set::load(&e.path()) {
+            let path = PathBuf::from(object_path(&*self.storage, Kind::Sets, &o.name));
+            let read = match self.storage.read(Kind::Sets, &o.name, None) {
+                // Removed (forgotten) since the listing: not a set any more.
+                Err(Error::ObjectMissing { .. }) => continue,
+                r => r,
+            };
+            match read.and_then(|bytes| crate::set::from_object(&path, &bytes)) {
                 Ok(s) => out.push(s),
-                Err(error) => damaged.push(DamagedManifest { id, path: e.path(), error }),
+                Err(error) => damaged.push(DamagedManifest { id, path, error }),
             }
         }
         out.sort_by_cached_key(|(id, m)| (crate::clock::parse(&m.started).ok(), *id));
@@ -300,12 +307,17 @@ impl Repo {
         Ok(adopted)
     }
 
-    /// Commits a manifest: temp file, fsync, rename to `sets/<id>`. This is the commit point.
+    /// Commits a manifest: one atomic put of `sets/<id>`. This is the commit point.
     pub fn commit_manifest(&self, m: &Manifest) -> Result<SetId> {
         let bytes = m.encode();
         let id = Manifest::id_of(&bytes);
-        crate::store::write_atomic(&self.tmp_dir(), &self.sets_dir().join(id.to_hex()), &bytes)?;
+        self.storage.put(Kind::Sets, &id.to_hex(), &bytes)?;
         Ok(id)
+    }
+
+    /// Removes a set's manifest (forget). Its data stays until prune.
+    pub fn remove_manifest(&self, id: &SetId) -> Result<()> {
+        self.storage.remove(Kind::Sets, &id.to_hex())
     }
 }
 

@@ -16,7 +16,7 @@
 //! repository per set name; it only ever removes `sets/<id>` files (the first step of the
 //! format's delete order), under a shared lease; freeing space is `prune`'s job.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::id::SetId;
 use crate::lock::{Lease, LeaseKind};
 use crate::repo::Repo;
@@ -245,8 +245,7 @@ pub fn forget(repo: &Repo, opts: &ForgetOptions, notify: &mut dyn FnMut(String))
             } else {
                 rep.removed += 1;
                 if !opts.dry_run {
-                    let p = sets_dir.join(d.id.to_hex());
-                    std::fs::remove_file(&p).ctx(&p)?;
+                    repo.remove_manifest(&d.id)?;
                 }
             }
             group.sets.push(SetOutcome {
@@ -258,9 +257,6 @@ pub fn forget(repo: &Repo, opts: &ForgetOptions, notify: &mut dyn FnMut(String))
             });
         }
         rep.groups.push(group);
-    }
-    if !opts.dry_run && rep.removed > 0 {
-        crate::store::sync_dir(&sets_dir)?;
     }
     Ok(rep)
 }

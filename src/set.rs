@@ -151,8 +151,13 @@ pub fn safe_name(name: &[u8]) -> bool {
 /// Loads and checks `sets/<id>`: the file must hash to its name.
 pub fn load(path: &Path) -> Result<(SetId, Manifest)> {
     let bytes = std::fs::read(path).ctx(path)?;
-    let m = Manifest::decode(path, &bytes)?;
-    let id = Manifest::id_of(&bytes);
+    from_object(path, &bytes)
+}
+
+/// A manifest from the bytes of the object at `path` (whose last component is its name).
+pub fn from_object(path: &Path, bytes: &[u8]) -> Result<(SetId, Manifest)> {
+    let m = Manifest::decode(path, bytes)?;
+    let id = Manifest::id_of(bytes);
     let named = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if named != id.to_hex() {
         return Err(Error::corrupt(path, 0, "set manifest does not match its name (damaged or renamed)"));

@@ -3,8 +3,9 @@
 //! a directory, `MemStorage` lives in memory for tests, `FaultyStorage` wraps either to make
 //! calls fail, short or wrong in the ways real disks and object stores do.
 //!
-//! Not yet wired: `Repo` and the modules that still open repository files directly move onto
-//! this trait in the next steps of issue 11.
+//! Wired so far: set manifests (`Repo::commit_manifest`, `list_sets`, `remove_manifest`). The
+//! modules that still open repository files directly (packs, leases, config, catalog) move
+//! onto this trait in the next steps of issue 11.
 //!
 //! # Guarantees every implementation gives (and everything above may rely on)
 //! - **Atomic put.** After [`Storage::put`] returns `Ok`, the object exists whole under its

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, PackId};
 use crate::pack::{BlobKind, Compression, Entry, Finished};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// `PRAGMA user_version` of the schema this build writes.
@@ -401,17 +402,32 @@ impl Index {
         Ok(get()?.unwrap_or(fresh))
     }
 
-    /// Whether every one of `ids` has a usable catalog row (not a copy recorded damaged): one indexed lookup each on this
-    /// connection (no pack is read). Stops at the first miss.
-    pub fn all_present<'i>(&self, ids: impl IntoIterator<Item = &'i ChunkId>) -> Result<bool> {
+    /// Which of `ids` have a usable catalog row (not a copy recorded damaged): one indexed
+    /// lookup each (no pack is read), all in one read transaction, because a statement outside
+    /// a transaction takes and drops the database's shared lock each time, and that costs more
+    /// than the lookup (three times the whole unchanged night's time, measured).
+    pub fn present<'i>(&self, ids: impl IntoIterator<Item = &'i ChunkId>) -> Result<HashSet<ChunkId>> {
+        let tx = sql(&self.path, self.conn.unchecked_transaction())?;
         // `contains` counts a copy verify found damaged as absent, so a cached entry naming
-        // one is read again and its bytes stored anew.
+        // one is read again and its bytes stored anew; with no damage recorded (the usual
+        // night) the plain lookup says the same for less.
+        let any_damage: bool =
+            sql(&self.path, self.conn.query_row("SELECT EXISTS (SELECT 1 FROM damaged)", [], |r| r.get(0)))?;
+        let mut plain = sql(&self.path, self.conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1"))?;
+        let mut out = HashSet::new();
         for id in ids {
-            if !self.contains(id)? {
-                return Ok(false);
+            if out.contains(id) {
+                continue;
+            }
+            let found =
+                if any_damage { self.contains(id)? } else { sql(&self.path, plain.exists([&id.as_bytes()[..]]))? };
+            if found {
+                out.insert(*id);
             }
         }
-        Ok(true)
+        drop(plain);
+        sql(&self.path, tx.commit())?;
+        Ok(out)
     }
 
     /// About how many chunks the catalog holds, cheaply (from the pack rows; an id stored in
@@ -1050,8 +1066,8 @@ mod tests {
         let mut idx = Index::create(&p, "r1").unwrap();
         let g0 = idx.generation().unwrap();
         assert_eq!(idx.generation().unwrap(), g0, "reading it does not change it");
-        assert!(idx.all_present(&[]).unwrap());
-        assert!(!idx.all_present(&[ChunkId(id(1))]).unwrap());
+        assert!(idx.present(&[]).unwrap().is_empty());
+        assert!(idx.present(&[ChunkId(id(1))]).unwrap().is_empty());
         idx.begin_rewrite().unwrap().commit().unwrap();
         let g1 = idx.generation().unwrap();
         assert_ne!(g0, g1);

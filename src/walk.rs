@@ -26,7 +26,7 @@ use crate::chunker::Params;
 use crate::content;
 use crate::error::{Error, IoContext, Result};
 use crate::filecache::{self, FileCache};
-use crate::id::TreeId;
+use crate::id::{ChunkId, TreeId};
 use crate::pack::BlobKind;
 use crate::repo::Repo;
 use crate::sink::Sink;
@@ -163,6 +163,12 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
 }
 
 /// What the files cache should do with an entry.
+/// One directory's files-cache entries, and the chunks they name that the catalog has.
+struct Cached {
+    entries: std::collections::HashMap<Vec<u8>, filecache::Entry>,
+    chunks: std::collections::HashSet<ChunkId>,
+}
+
 enum CacheAction {
     /// The cached entry is still right (an unchanged file), or there is none to keep.
     Keep,
@@ -204,23 +210,38 @@ impl<'a> Walker<'a> {
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: {what}", path.display()));
     }
 
+    /// The files cache's entries for the directory `key`, and which of the chunks they name
+    /// the catalog has (looked up for the whole directory at once).
+    fn cached(&self, key: &[u8]) -> Result<Cached> {
+        let entries = match self.cache {
+            Some(c) => c.dir_entries(key),
+            None => Default::default(),
+        };
+        let chunks = match self.repo {
+            Some(repo) if !entries.is_empty() => {
+                let ids: Vec<ChunkId> = entries.values().flat_map(|e| e.content.iter().map(|r| r.chunk_id())).collect();
+                repo.index()?.present(&ids)?
+            }
+            _ => Default::default(),
+        };
+        Ok(Cached { entries, chunks })
+    }
+
     /// Whether a cached entry can stand in for reading the file: its content adds up to its
     /// size in chunks the chunker could have cut, and the catalog has every one of them.
-    fn reusable(&self, e: &filecache::Entry) -> Result<bool> {
-        let Some(repo) = self.repo else { return Ok(false) };
+    fn reusable(&self, e: &filecache::Entry, cached: &Cached) -> bool {
+        if self.repo.is_none() {
+            return false;
+        }
         let max = self.params.max as u64;
         let mut total = 0u64;
         for r in &e.content {
-            if r.len == 0 || r.len as u64 > max {
-                return Ok(false);
+            if r.len == 0 || r.len as u64 > max || !cached.chunks.contains(&r.chunk_id()) {
+                return false;
             }
             total += r.len as u64;
         }
-        if total != e.size {
-            return Ok(false);
-        }
-        let ids: Vec<crate::id::ChunkId> = e.content.iter().map(|r| crate::id::ChunkId(crate::id::Id(r.id))).collect();
-        repo.index()?.all_present(&ids)
+        total == e.size
     }
 
     /// Whether to leave out the contents of `path`, which is on another device than its parent:
@@ -271,10 +292,7 @@ impl<'a> Walker<'a> {
         let name =
             root.file_name().ok_or_else(|| Error::InvalidInput(format!("{}: has no file name", root.display())))?;
         let parent = root.parent().unwrap_or(Path::new("/"));
-        let cached = match self.cache {
-            Some(c) => c.dir_entries(b"\0root"),
-            None => Default::default(),
-        };
+        let cached = self.cached(b"\0root")?;
         match self.save_entry(parent, b"\0root", name.as_bytes(), &meta, &cached, meta.dev())? {
             Outcome::Node(node, action) => {
                 if let Some(c) = self.cache {
@@ -298,10 +316,7 @@ impl<'a> Walker<'a> {
             entries.push(e.file_name());
         }
         entries.sort();
-        let cached = match self.cache {
-            Some(c) => c.dir_entries(rel),
-            None => Default::default(),
-        };
+        let cached = self.cached(rel)?;
         let outcomes: Vec<(Vec<u8>, Result<Outcome>)> = entries
             .par_iter()
             .map(|name| {
@@ -324,13 +339,13 @@ impl<'a> Walker<'a> {
                 Outcome::Node(n, action) => {
                     match action {
                         CacheAction::Upsert(n, e) => upserts.push((n, e)),
-                        CacheAction::Forget if cached.contains_key(&name) => removed.push(name),
+                        CacheAction::Forget if cached.entries.contains_key(&name) => removed.push(name),
                         CacheAction::Forget | CacheAction::Keep => {}
                     }
                     tree.nodes.push(n);
                 }
                 Outcome::Skipped => {
-                    if cached.contains_key(&name) {
+                    if cached.entries.contains_key(&name) {
                         removed.push(name);
                     }
                 }
@@ -338,7 +353,7 @@ impl<'a> Walker<'a> {
         }
         // Names cached earlier that are gone now.
         let present: std::collections::HashSet<&[u8]> = entries.iter().map(|n| n.as_bytes()).collect();
-        removed.extend(cached.keys().filter(|k| !present.contains(k.as_slice())).cloned());
+        removed.extend(cached.entries.keys().filter(|k| !present.contains(k.as_slice())).cloned());
         if let Some(c) = self.cache {
             c.stage(rel, &upserts, &removed);
         }
@@ -351,7 +366,7 @@ impl<'a> Walker<'a> {
         rel: &[u8],
         name: &[u8],
         m: &Metadata,
-        cached: &std::collections::HashMap<Vec<u8>, filecache::Entry>,
+        cached: &Cached,
         parent_dev: u64,
     ) -> Result<Outcome> {
         let path = dir.join(std::ffi::OsStr::from_bytes(name));
@@ -435,12 +450,12 @@ impl<'a> Walker<'a> {
             ctime_ns: ctime_ns(m),
             content: Vec::new(),
         };
-        if let Some(old) = cached.get(name) {
+        if let Some(old) = cached.entries.get(name) {
             let same = old.ino == fresh.ino
                 && old.size == fresh.size
                 && old.mtime_ns == fresh.mtime_ns
                 && old.ctime_ns == fresh.ctime_ns;
-            if same && self.reusable(old)? {
+            if same && self.reusable(old, cached) {
                 self.sink.counters.files_unchanged.fetch_add(1, Relaxed);
                 node.size = old.size;
                 node.content = old.content.clone();

@@ -114,7 +114,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     let t0 = Instant::now();
     let notify = opts.notify.clone();
     repo.writable("backup")?;
-    let _lease = Lease::acquire(&repo.root, LeaseKind::Shared, "backup", &mut |m| notify(m))?;
+    let _lease = Lease::acquire(repo.storage.clone(), LeaseKind::Shared, "backup", &mut |m| notify(m))?;
     repo.clean_tmp();
     let started = opts.clock.now();
     let adopted = repo.adopt_unindexed_packs(started.unix_timestamp())?;

@@ -1,4 +1,5 @@
-//! Repository leases in `locks/`: shared for backups, exclusive for maintenance.
+//! Repository leases (`locks` objects, through [`crate::storage`]): shared for backups and
+//! readers, exclusive for maintenance.
 //!
 //! A lease is a small enveloped JSON file (`COFFRLCK`, version 1) naming host, pid, kind,
 //! start and last refresh; a background thread refreshes it while held. A lease is stale when
@@ -7,7 +8,8 @@
 //! conflicting ones, so two racing exclusive takers both back off rather than both proceed.
 
 use crate::envelope;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::storage::{object_path, Kind, Storage};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,73 +81,99 @@ pub fn stale_reason(l: &LeaseInfo, host: &str) -> Option<String> {
 
 /// A held lease; released on drop.
 pub struct Lease {
-    path: PathBuf,
+    storage: Arc<dyn Storage>,
+    name: String,
     stop: Arc<AtomicBool>,
     refresher: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Every lease file in `locks/` with its decoded content (undecodable ones as errors).
-pub fn list(locks: &Path) -> Result<Vec<(PathBuf, Result<LeaseInfo>)>> {
+/// One lease object: its name, how messages show it, and its decoded content (an
+/// undecodable one as the error).
+pub struct Listed {
+    pub name: String,
+    pub shown: PathBuf,
+    pub info: Result<LeaseInfo>,
+}
+
+/// Every lease in the repository with its decoded content.
+pub fn list(storage: &dyn Storage) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(locks).ctx(locks)? {
-        let p = e.ctx(locks)?.path();
-        if p.extension().and_then(|x| x.to_str()) != Some("lease") {
+    for o in storage.list(Kind::Locks)? {
+        if !o.name.ends_with(".lease") {
             continue;
         }
-        match std::fs::read(&p) {
-            Ok(b) => out.push((p.clone(), LeaseInfo::decode(&p, &b))),
+        let shown = PathBuf::from(object_path(storage, Kind::Locks, &o.name));
+        let info = match storage.read(Kind::Locks, &o.name, None) {
+            Ok(b) => LeaseInfo::decode(&shown, &b),
             // Released between listing and reading.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => out.push((p.clone(), Err(Error::Io { path: p, source: e }))),
-        }
+            Err(Error::ObjectMissing { .. }) => continue,
+            Err(e) => Err(e),
+        };
+        out.push(Listed { name: o.name, shown, info });
     }
     Ok(out)
 }
 
 /// Removes stale leases; returns messages describing what was removed.
-pub fn remove_stale(locks: &Path) -> Result<Vec<String>> {
+pub fn remove_stale(storage: &dyn Storage) -> Result<Vec<String>> {
     let host = hostname();
     let mut msgs = Vec::new();
-    for (p, l) in list(locks)? {
-        let reason = match &l {
-            Ok(l) => stale_reason(l, &host),
-            // A lease file that is not readable as one is a leftover of a crash mid-write.
+    for l in list(storage)? {
+        let reason = match &l.info {
+            Ok(i) => stale_reason(i, &host),
+            // A lease that is not readable as one is a leftover of a crash mid-write.
             Err(e) => Some(format!("unreadable ({e})")),
         };
         if let Some(r) = reason {
-            if std::fs::remove_file(&p).is_ok() {
-                msgs.push(format!("removed stale lease {}: {r}", p.display()));
+            if storage.remove(Kind::Locks, &l.name).is_ok() {
+                msgs.push(format!("removed stale lease {}: {r}", l.shown.display()));
             }
         }
     }
     Ok(msgs)
 }
 
+/// Whether `e` says the device is full (the lease could not be written).
+fn no_space(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } | Error::Storage { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+        _ => false,
+    }
+}
+
 impl Lease {
     /// The lease of a command that only reads (restore, dump, mount, ls, verify): shared, so
     /// a prune can't delete packs under it. A repository on read-only storage can't hold
     /// leases, and can't be pruned either, so it is read without one (said through `notify`).
-    pub fn acquire_reader(repo: &Path, command: &str, notify: &mut dyn FnMut(String)) -> Result<Option<Lease>> {
-        if crate::sys::read_only(&repo.join("locks")) {
-            notify(format!("{} is read-only: reading it without a lease", repo.display()));
+    pub fn acquire_reader(
+        repo: &crate::repo::Repo,
+        command: &str,
+        notify: &mut dyn FnMut(String),
+    ) -> Result<Option<Lease>> {
+        if crate::sys::read_only(&repo.locks_dir()) {
+            notify(format!("{} is read-only: reading it without a lease", repo.root.display()));
             return Ok(None);
         }
-        match Lease::acquire(repo, LeaseKind::Shared, command, notify) {
+        match Lease::acquire(repo.storage.clone(), LeaseKind::Shared, command, notify) {
             // A full disk can't hold a lease, and can't be pruned (prune must write its own
             // lease and commit to the catalog before it deletes anything): read without one.
-            Err(Error::Io { path, source }) if source.raw_os_error() == Some(libc::ENOSPC) => {
-                notify(format!("no space left on device for the lease {}: reading without a lease", path.display()));
+            Err(e) if no_space(&e) => {
+                notify(format!("no space left on device for the lease ({e}): reading without a lease"));
                 Ok(None)
             }
             r => r.map(Some),
         }
     }
 
-    /// Takes a lease of `kind` in `repo/locks`, reclaiming stale ones (their removal is
-    /// reported through `notify`).
-    pub fn acquire(repo: &Path, kind: LeaseKind, command: &str, notify: &mut dyn FnMut(String)) -> Result<Lease> {
-        let locks = repo.join("locks");
-        for m in remove_stale(&locks)? {
+    /// Takes a lease of `kind`, reclaiming stale ones (their removal is reported through
+    /// `notify`).
+    pub fn acquire(
+        storage: Arc<dyn Storage>,
+        kind: LeaseKind,
+        command: &str,
+        notify: &mut dyn FnMut(String),
+    ) -> Result<Lease> {
+        for m in remove_stale(&*storage)? {
             notify(m);
         }
         let host = hostname();
@@ -160,7 +188,7 @@ impl Lease {
         };
         let mut rnd = [0u8; 8];
         let _ = getrandom::getrandom(&mut rnd);
-        let path = locks.join(format!(
+        let name = format!(
             "{}-{}-{:016x}.lease",
             match kind {
                 LeaseKind::Shared => "shared",
@@ -168,26 +196,26 @@ impl Lease {
             },
             std::process::id(),
             u64::from_le_bytes(rnd)
-        ));
-        crate::store::write_atomic(&repo.join("tmp"), &path, &info.encode())?;
-        for (p, l) in list(&locks)? {
-            if p == path {
+        );
+        storage.put(Kind::Locks, &name, &info.encode())?;
+        for l in list(&*storage)? {
+            if l.name == name {
                 continue;
             }
-            let Ok(l) = l else { continue };
-            let conflict = kind == LeaseKind::Exclusive || l.kind == LeaseKind::Exclusive;
-            if conflict && stale_reason(&l, &host).is_none() {
-                let _ = std::fs::remove_file(&path);
+            let Ok(other) = l.info else { continue };
+            let conflict = kind == LeaseKind::Exclusive || other.kind == LeaseKind::Exclusive;
+            if conflict && stale_reason(&other, &host).is_none() {
+                let _ = storage.remove(Kind::Locks, &name);
                 return Err(Error::Locked(format!(
                     "{} ({}); if that process is gone, run `coffer unlock`",
-                    l.describe(),
-                    p.display()
+                    other.describe(),
+                    l.shown.display()
                 )));
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
         let refresher = {
-            let (stop, path, repo) = (stop.clone(), path.clone(), repo.to_path_buf());
+            let (stop, name, storage) = (stop.clone(), name.clone(), storage.clone());
             std::thread::spawn(move || {
                 let mut last = std::time::Instant::now();
                 while !stop.load(Ordering::Relaxed) {
@@ -195,13 +223,13 @@ impl Lease {
                     if last.elapsed() >= REFRESH_EVERY && !stop.load(Ordering::Relaxed) {
                         let mut i = info.clone();
                         i.refreshed = now_secs();
-                        let _ = crate::store::write_atomic(&repo.join("tmp"), &path, &i.encode());
+                        let _ = storage.put(Kind::Locks, &name, &i.encode());
                         last = std::time::Instant::now();
                     }
                 }
             })
         };
-        Ok(Lease { path, stop, refresher: Some(refresher) })
+        Ok(Lease { storage, name, stop, refresher: Some(refresher) })
     }
 }
 
@@ -212,7 +240,7 @@ impl Drop for Lease {
             t.thread().unpark();
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        let _ = self.storage.remove(Kind::Locks, &self.name);
     }
 }
 
@@ -236,23 +264,22 @@ mod tests {
         }
     }
 
-    fn repo() -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("locks")).unwrap();
-        std::fs::create_dir(d.path().join("tmp")).unwrap();
-        d
+    fn repo() -> Arc<dyn Storage> {
+        Arc::new(crate::storage::MemStorage::new())
     }
 
     #[test]
     fn shared_leases_coexist_and_exclusive_conflicts() {
         let d = repo();
         let mut quiet = |_m: String| {};
-        let a = Lease::acquire(d.path(), LeaseKind::Shared, "backup", &mut quiet).unwrap();
-        let _b = Lease::acquire(d.path(), LeaseKind::Shared, "backup", &mut quiet).unwrap();
-        let err = Lease::acquire(d.path(), LeaseKind::Exclusive, "prune", &mut quiet).err().unwrap();
+        let a = Lease::acquire(d.clone(), LeaseKind::Shared, "backup", &mut quiet).unwrap();
+        let _b = Lease::acquire(d.clone(), LeaseKind::Shared, "backup", &mut quiet).unwrap();
+        let err = Lease::acquire(d.clone(), LeaseKind::Exclusive, "prune", &mut quiet).err().unwrap();
         assert_eq!(err.kind(), crate::ErrorKind::Locked);
+        // The refused exclusive lease was taken back.
+        assert_eq!(list(&*d).unwrap().len(), 2);
         drop(a);
-        assert_eq!(list(&d.path().join("locks")).unwrap().len(), 1);
+        assert_eq!(list(&*d).unwrap().len(), 1);
     }
 
     #[test]
@@ -267,9 +294,10 @@ mod tests {
             started: now_secs(),
             refreshed: now_secs(),
         };
-        std::fs::write(d.path().join("locks/x.lease"), dead.encode()).unwrap();
+        d.put(Kind::Locks, "x.lease", &dead.encode()).unwrap();
         let mut msgs = Vec::new();
-        let _l = Lease::acquire(d.path(), LeaseKind::Shared, "backup", &mut |m| msgs.push(m)).unwrap();
+        let _l = Lease::acquire(d.clone(), LeaseKind::Shared, "backup", &mut |m| msgs.push(m)).unwrap();
         assert!(msgs.iter().any(|m| m.contains("999999999")), "{msgs:?}");
+        assert_eq!(d.size(Kind::Locks, "x.lease").unwrap(), None, "the stale lease is gone");
     }
 }

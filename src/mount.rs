@@ -575,7 +575,7 @@ pub fn mount(repo: Repo, mountpoint: &Path, opts: &Options, ready: &dyn Fn(usize
     }
     // A shared lease while mounted: prune (exclusive) waits instead of deleting packs that
     // open files still read. Refreshed in the background; a killed mount's lease goes stale.
-    let _lease = crate::lock::Lease::acquire_reader(&repo.root, "mount", &mut |m| eprintln!("coffer: {m}"))?;
+    let _lease = crate::lock::Lease::acquire_reader(&repo, "mount", &mut |m| eprintln!("coffer: {m}"))?;
     let fsname = format!("coffer:{}", repo.root.display());
     let fs = CofferFs::new(repo, opts)?;
     let nsets = fs.sets.len();

@@ -230,7 +230,7 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
         return Err(Error::InvalidInput(format!("max_unused {} is outside 0..=1", opts.max_unused)));
     }
     repo.writable("prune")?;
-    let _lease = Lease::acquire(&repo.root, LeaseKind::Exclusive, "prune", notify)?;
+    let _lease = Lease::acquire(repo.storage.clone(), LeaseKind::Exclusive, "prune", notify)?;
     if !opts.dry_run {
         repo.clean_tmp();
     }

@@ -32,7 +32,7 @@ pub struct Repo {
     /// The repository can't be written (read-only media): it is read without leases, and
     /// `verify` does not record verification times.
     pub read_only: bool,
-    /// The repository's objects. Set manifests go through it; packs, leases and the config
+    /// The repository's objects. Set manifests and leases go through it; packs and the config
     /// follow in the next steps of issue 11.
     pub storage: Arc<dyn Storage>,
     /// One catalog connection per worker thread (connections are not `Sync`).

@@ -218,8 +218,11 @@ pub fn forget(repo: &Repo, opts: &ForgetOptions, notify: &mut dyn FnMut(String))
     if !opts.dry_run {
         repo.writable("forget")?;
     }
-    let _lease =
-        if opts.dry_run { None } else { Some(Lease::acquire(&repo.root, LeaseKind::Shared, "forget", notify)?) };
+    let _lease = if opts.dry_run {
+        None
+    } else {
+        Some(Lease::acquire(repo.storage.clone(), LeaseKind::Shared, "forget", notify)?)
+    };
     let mut by_name: std::collections::BTreeMap<String, Vec<(SetId, crate::set::Manifest)>> = Default::default();
     for (id, m) in repo.list_sets()? {
         if opts.name.as_ref().is_none_or(|n| *n == m.name) {

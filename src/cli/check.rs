@@ -129,8 +129,10 @@ impl RepairIndexArgs {
         if coffer::sys::read_only(&repo.repo) {
             bail!("{}: the repository is on read-only storage (or not writable by this user); `repair index` needs to write to it", repo.repo.display());
         }
+        // Not `Repo::open`: the catalog it opens may be what is broken.
+        let storage = std::sync::Arc::new(coffer::storage::LocalStorage::open(&repo.repo)?);
         let _lease =
-            coffer::lock::Lease::acquire(&repo.repo, coffer::lock::LeaseKind::Exclusive, "repair index", &mut |m| {
+            coffer::lock::Lease::acquire(storage, coffer::lock::LeaseKind::Exclusive, "repair index", &mut |m| {
                 eprintln!("coffer: {m}")
             })?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -157,8 +159,9 @@ pub struct UnlockArgs {
 impl UnlockArgs {
     pub fn run(self) -> Result<i32> {
         let UnlockArgs { repo } = self;
-        Repo::open(&repo.repo)?.writable("unlock")?;
-        let msgs = coffer::lock::remove_stale(&repo.repo.join("locks"))?;
+        let r = Repo::open(&repo.repo)?;
+        r.writable("unlock")?;
+        let msgs = coffer::lock::remove_stale(&*r.storage)?;
         for m in &msgs {
             line(m);
         }

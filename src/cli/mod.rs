@@ -106,7 +106,7 @@ fn open(r: &RepoArg) -> Result<Repo> {
 
 /// The shared lease of a command that only reads (none on read-only storage).
 fn reader_lease(r: &Repo, command: &str) -> Result<Option<coffer::lock::Lease>> {
-    Ok(coffer::lock::Lease::acquire_reader(&r.root, command, &mut |m| eprintln!("coffer: {m}"))?)
+    Ok(coffer::lock::Lease::acquire_reader(r, command, &mut |m| eprintln!("coffer: {m}"))?)
 }
 
 fn json_line(v: &serde_json::Value) {

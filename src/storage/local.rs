@@ -74,7 +74,12 @@ impl LocalStorage {
         for e in entries {
             let e = e.map_err(|e| io(dir, e))?;
             let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
-            let meta = e.metadata().map_err(|err| io(&e.path(), err))?;
+            let meta = match e.metadata() {
+                Ok(m) => m,
+                // Removed since the directory was read: not listed.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(io(&e.path(), err)),
+            };
             let ours = check_name(kind, &name).is_ok() && !name.ends_with(".tmp") && !name.contains(".sqlite");
             if meta.is_file() && ours {
                 out.push(ObjectInfo { name, size: meta.len() });

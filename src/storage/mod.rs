@@ -3,8 +3,8 @@
 //! a directory, `MemStorage` lives in memory for tests, `FaultyStorage` wraps either to make
 //! calls fail, short or wrong in the ways real disks and object stores do.
 //!
-//! Wired so far: set manifests (`Repo::commit_manifest`, `list_sets`, `remove_manifest`). The
-//! modules that still open repository files directly (packs, leases, config, catalog) move
+//! Wired so far: set manifests (`Repo::commit_manifest`, `list_sets`, `remove_manifest`) and
+//! leases (`lock`). The modules that still open repository files directly (packs, config, catalog) move
 //! onto this trait in the next steps of issue 11.
 //!
 //! # Guarantees every implementation gives (and everything above may rely on)

@@ -234,9 +234,11 @@ fn prune_and_backups_exclude_each_other() {
     use coffer::lock::{Lease, LeaseKind};
     let (env, repo, src) = two_nights();
     let mut quiet = |_m: String| {};
+    let storage: std::sync::Arc<dyn coffer::storage::Storage> =
+        std::sync::Arc::new(coffer::storage::LocalStorage::open(&repo).unwrap());
 
     // While prune's exclusive lease is held, a backup fails before doing anything.
-    let lease = Lease::acquire(&repo, LeaseKind::Exclusive, "prune", &mut quiet).unwrap();
+    let lease = Lease::acquire(storage.clone(), LeaseKind::Exclusive, "prune", &mut quiet).unwrap();
     let (sets, files) = (set_files(&repo), packs(&repo));
     write(&src.join("c.bin"), &bytes(3, 2 * MIB));
     let o = env.run(&["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()]);
@@ -247,7 +249,7 @@ fn prune_and_backups_exclude_each_other() {
 
     // While a backup's shared lease is held, prune fails before doing anything.
     env.ok(&["forget", "--repo", repo.to_str().unwrap(), "--keep-last", "1"]);
-    let lease = Lease::acquire(&repo, LeaseKind::Shared, "backup", &mut quiet).unwrap();
+    let lease = Lease::acquire(storage.clone(), LeaseKind::Shared, "backup", &mut quiet).unwrap();
     let (sets, files) = (set_files(&repo), packs(&repo));
     let o = env.run(&["prune", "--repo", repo.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

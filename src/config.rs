@@ -3,7 +3,8 @@
 //! every version cuts and names chunks the same way.
 
 use crate::envelope;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::storage::{object_path, Kind, Storage};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -117,9 +118,18 @@ impl Config {
         Ok(cfg)
     }
 
-    pub fn load(path: &Path) -> Result<Config> {
-        let bytes = std::fs::read(path).ctx(path)?;
-        Config::decode(path, &bytes)
+    /// The repository's config object.
+    pub const NAME: &'static str = "config";
+
+    /// Reads the repository's config object.
+    pub fn load(storage: &dyn Storage) -> Result<Config> {
+        let bytes = storage.read(Kind::Config, Config::NAME, None)?;
+        Config::decode(Path::new(&object_path(storage, Kind::Config, Config::NAME)), &bytes)
+    }
+
+    /// Writes the config object (once, by `init`: it is what makes a repository one).
+    pub fn store(&self, storage: &dyn Storage) -> Result<()> {
+        storage.put(Kind::Config, Config::NAME, &self.encode())
     }
 }
 

@@ -32,8 +32,8 @@ pub struct Repo {
     /// The repository can't be written (read-only media): it is read without leases, and
     /// `verify` does not record verification times.
     pub read_only: bool,
-    /// The repository's objects. Set manifests and leases go through it; packs and the config
-    /// follow in the next steps of issue 11.
+    /// The repository's objects. The config, set manifests and leases go through it; packs
+    /// and the catalog follow in the next steps of issue 11.
     pub storage: Arc<dyn Storage>,
     /// One catalog connection per worker thread (connections are not `Sync`).
     indexes: Vec<Mutex<Option<Index>>>,
@@ -87,7 +87,7 @@ impl Repo {
         let config = Config::new(&random, compression_level, now);
         Index::create(&root.join("index.sqlite"), &config.repository_id)?;
         // The config goes last: a directory is a repository only once it is complete.
-        crate::store::write_atomic(&root.join("tmp"), &Repo::config_path(root), &config.encode())?;
+        config.store(&LocalStorage::open(root)?)?;
         Repo::open(root)
     }
 
@@ -101,7 +101,8 @@ impl Repo {
         if !cfg_path.exists() {
             return Err(Error::NotARepository { path: root.to_path_buf(), why: "no config file".into() });
         }
-        let config = Config::load(&cfg_path)?;
+        let storage = Arc::new(LocalStorage::open(root)?);
+        let config = Config::load(&*storage)?;
         for d in ["packs", "sets", "locks", "tmp"] {
             let p = root.join(d);
             if !p.is_dir() {
@@ -114,7 +115,7 @@ impl Repo {
             hasher: Hasher::new(config.key()),
             config,
             read_only: crate::sys::read_only(root),
-            storage: Arc::new(LocalStorage::open(root)?),
+            storage,
             indexes: (0..threads).map(|_| Mutex::new(None)).collect(),
             open_packs: Mutex::new(HashMap::new()),
             warned: Mutex::new(Default::default()),

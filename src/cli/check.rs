@@ -125,12 +125,12 @@ pub struct RepairIndexArgs {
 impl RepairIndexArgs {
     pub fn run(self) -> Result<i32> {
         let RepairIndexArgs { repo } = self;
-        let cfg = coffer::config::Config::load(&Repo::config_path(&repo.repo))?;
+        // Not `Repo::open`: the catalog it opens may be what is broken.
+        let storage = std::sync::Arc::new(coffer::storage::LocalStorage::open(&repo.repo)?);
+        let cfg = coffer::config::Config::load(&*storage)?;
         if coffer::sys::read_only(&repo.repo) {
             bail!("{}: the repository is on read-only storage (or not writable by this user); `repair index` needs to write to it", repo.repo.display());
         }
-        // Not `Repo::open`: the catalog it opens may be what is broken.
-        let storage = std::sync::Arc::new(coffer::storage::LocalStorage::open(&repo.repo)?);
         let _lease =
             coffer::lock::Lease::acquire(storage, coffer::lock::LeaseKind::Exclusive, "repair index", &mut |m| {
                 eprintln!("coffer: {m}")

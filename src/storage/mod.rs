@@ -3,9 +3,9 @@
 //! a directory, `MemStorage` lives in memory for tests, `FaultyStorage` wraps either to make
 //! calls fail, short or wrong in the ways real disks and object stores do.
 //!
-//! Wired so far: set manifests (`Repo::commit_manifest`, `list_sets`, `remove_manifest`) and
-//! leases (`lock`). The modules that still open repository files directly (packs, config, catalog) move
-//! onto this trait in the next steps of issue 11.
+//! Wired so far: the config, set manifests (`Repo::commit_manifest`, `list_sets`,
+//! `remove_manifest`) and leases (`lock`). The modules that still open repository files
+//! directly (packs, catalog) move onto it in the next steps of issue 11.
 //!
 //! # Guarantees every implementation gives (and everything above may rely on)
 //! - **Atomic put.** After [`Storage::put`] returns `Ok`, the object exists whole under its
@@ -96,9 +96,15 @@ pub trait Storage: Send + Sync {
     fn remove(&self, kind: Kind, name: &str) -> Result<()>;
 }
 
-/// How an object is named in messages: `location/kind/name`.
+/// How an object is named in messages: `location/kind/name` (`location/name` for the
+/// config, which sits at the top).
 pub fn object_path(storage: &dyn Storage, kind: Kind, name: &str) -> String {
-    format!("{}/{}/{name}", storage.location().trim_end_matches('/'), kind.dir())
+    let location = storage.location();
+    let location = location.trim_end_matches('/');
+    match kind {
+        Kind::Config => format!("{location}/{name}"),
+        _ => format!("{location}/{}/{name}", kind.dir()),
+    }
 }
 
 /// Refuses a name outside the rule in the module documentation.

@@ -19,9 +19,6 @@ use crate::pack::{self, BlobKind};
 use crate::set::Manifest;
 use crate::storage::{object_path, Kind, LocalStorage, Storage};
 use crate::tree::{ChunkRef, Tree};
-use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -32,17 +29,14 @@ pub struct Repo {
     /// The repository can't be written (read-only media): it is read without leases, and
     /// `verify` does not record verification times.
     pub read_only: bool,
-    /// The repository's objects. The config, set manifests and leases go through it; packs
-    /// and the catalog follow in the next steps of issue 11.
+    /// The repository's objects. The config, set manifests, leases and chunk reads go through
+    /// it; pack writes and the catalog follow in the next steps of issue 11.
     pub storage: Arc<dyn Storage>,
     /// One catalog connection per worker thread (connections are not `Sync`).
     indexes: Vec<Mutex<Option<Index>>>,
-    open_packs: Mutex<HashMap<PackId, Arc<File>>>,
     /// Damaged manifests already warned about, so a command warns once per file.
     warned: Mutex<std::collections::HashSet<PathBuf>>,
 }
-
-const MAX_OPEN_PACKS: usize = 128;
 
 impl Repo {
     pub fn config_path(root: &Path) -> PathBuf {
@@ -117,7 +111,6 @@ impl Repo {
             read_only: crate::sys::read_only(root),
             storage,
             indexes: (0..threads).map(|_| Mutex::new(None)).collect(),
-            open_packs: Mutex::new(HashMap::new()),
             warned: Mutex::new(Default::default()),
         };
         // Open one connection now so a damaged catalog is reported at open, not mid-run.
@@ -147,20 +140,6 @@ impl Repo {
         Ok(IndexGuard(g))
     }
 
-    fn pack_file(&self, id: &PackId) -> Result<Arc<File>> {
-        let mut open = self.open_packs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = open.get(id) {
-            return Ok(f.clone());
-        }
-        let path = pack::pack_path(&self.root, id);
-        let f = Arc::new(File::open(&path).ctx(&path)?);
-        if open.len() >= MAX_OPEN_PACKS {
-            open.clear();
-        }
-        open.insert(*id, f.clone());
-        Ok(f)
-    }
-
     /// Reads one chunk, decompressed and checked against its id.
     pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let loc = self.index()?.lookup(id)?.ok_or_else(|| {
@@ -185,16 +164,14 @@ impl Repo {
 
     pub fn read_entry(&self, pack_id: &PackId, e: &pack::Entry) -> Result<Vec<u8>> {
         let path = pack::pack_path(&self.root, pack_id);
-        let f = self.pack_file(pack_id)?;
-        let mut stored = vec![0u8; e.stored_len as usize];
-        f.read_exact_at(&mut stored, e.offset).map_err(|err| {
-            if err.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(&path, e.offset, format!("pack truncated: chunk {} lies past its end", e.id.short()))
-            } else {
-                Error::Io { path: path.clone(), source: err }
-            }
-        })?;
+        let stored = self.read_pack_range(pack_id, e.offset, e.offset + e.stored_len as u64)?;
         pack::decode_blob(&path, e, &stored, &self.hasher)
+    }
+
+    /// Bytes `start..end` of a pack, as stored (a range past the pack's end is an error
+    /// naming the pack and its size: the pack was cut short).
+    pub fn read_pack_range(&self, pack_id: &PackId, start: u64, end: u64) -> Result<Vec<u8>> {
+        self.storage.read(Kind::Packs, &pack_id.to_hex(), Some(start..end))
     }
 
     pub fn read_tree(&self, id: &TreeId) -> Result<Tree> {

@@ -293,14 +293,7 @@ impl Restorer<'_> {
     fn restore_range(&self, batch: &Batch, need: &HashMap<ChunkId, Need>, r: &Range) -> Result<()> {
         let pack_path = crate::pack::pack_path(&self.repo.root, &r.pack);
         let read = |start: u64, end: u64| -> Result<Vec<u8>> {
-            let mut buf = vec![0u8; (end - start) as usize];
-            self.pack(&r.pack)?.read_exact_at(&mut buf, start).map_err(|err| {
-                if err.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Error::corrupt(&pack_path, start, "pack truncated: a chunk lies past its end")
-                } else {
-                    Error::Io { path: pack_path.clone(), source: err }
-                }
-            })?;
+            let buf = self.repo.read_pack_range(&r.pack, start, end)?;
             self.counts.bytes_read.fetch_add(buf.len() as u64, Relaxed);
             self.counts.ranges.fetch_add(1, Relaxed);
             Ok(buf)

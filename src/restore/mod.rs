@@ -41,7 +41,7 @@
 //!   error naming the file.
 
 use crate::error::{Error, IoContext, Result};
-use crate::id::{ChunkId, PackId};
+use crate::id::ChunkId;
 use crate::repo::Repo;
 use crate::set::Manifest;
 use crate::tree::Node;
@@ -205,7 +205,6 @@ struct Restorer<'a> {
     root: bool,
     /// The target directory's handle; every entry is created relative to it.
     target: Target,
-    packs: Mutex<HashMap<PackId, Arc<File>>>,
     /// Chunks known to be all zeros, with their length: never read again, never written.
     zeros: Mutex<HashMap<ChunkId, u32>>,
     /// Files and directories that could not be restored (repository damage), with why.
@@ -272,7 +271,6 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
         counts: &opts.counters,
         root: crate::sys::is_root(),
         target: Target::open(target)?,
-        packs: Mutex::new(HashMap::new()),
         zeros: Mutex::new(HashMap::new()),
         failed: Mutex::new(Vec::new()),
         link_first: Mutex::new(HashMap::new()),
@@ -372,20 +370,6 @@ impl Restorer<'_> {
         }
         let owner = self.root.then_some((n.uid, n.gid));
         self.target.symlink_meta(dir, &n.name, rel, owner, n.mtime_ns)
-    }
-
-    fn pack(&self, id: &PackId) -> Result<Arc<File>> {
-        let mut g = self.packs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = g.get(id) {
-            return Ok(f.clone());
-        }
-        let path = crate::pack::pack_path(&self.repo.root, id);
-        let f = Arc::new(File::open(&path).ctx(&path)?);
-        if g.len() >= 64 {
-            g.clear();
-        }
-        g.insert(*id, f.clone());
-        Ok(f)
     }
 
     /// Ownership (as root), mode and mtime of a file or directory, through its own handle.

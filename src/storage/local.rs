@@ -8,15 +8,24 @@
 
 use super::{check_name, check_range, Kind, ObjectInfo, Storage};
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub struct LocalStorage {
     root: PathBuf,
+    /// Open handles of packs read by range (a restore or `dump` reads thousands of ranges of
+    /// the same packs; packs are immutable, so a handle never goes stale in a way that
+    /// matters: a pruned pack's handle reads the bytes it always had).
+    packs: Mutex<HashMap<String, Arc<File>>>,
 }
+
+/// Pack handles kept open at most (well below the usual 1024 descriptors per process).
+const OPEN_PACKS: usize = 128;
 
 fn io(path: &Path, source: std::io::Error) -> Error {
     Error::Storage { object: path.display().to_string(), source }
@@ -29,7 +38,7 @@ impl LocalStorage {
         if !meta.is_dir() {
             return Err(Error::NotARepository { path: root.to_path_buf(), why: "not a directory".into() });
         }
-        Ok(LocalStorage { root: root.to_path_buf() })
+        Ok(LocalStorage { root: root.to_path_buf(), packs: Mutex::new(HashMap::new()) })
     }
 
     /// Creates `root` (owner-only) if it is missing, then opens it.
@@ -89,6 +98,35 @@ impl LocalStorage {
     }
 }
 
+impl LocalStorage {
+    /// An open handle of the pack `name` at `path`, from the cache or opened now.
+    fn pack_handle(&self, name: &str, path: &Path) -> Result<Arc<File>> {
+        let mut open = self.packs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = open.get(name) {
+            return Ok(f.clone());
+        }
+        let f = match File::open(path) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::ObjectMissing { object: path.display().to_string() })
+            }
+            Err(e) => return Err(io(path, e)),
+        };
+        if open.len() >= OPEN_PACKS {
+            open.clear();
+        }
+        open.insert(name.to_owned(), f.clone());
+        Ok(f)
+    }
+
+    /// Forgets the handle of a removed pack.
+    fn forget_handle(&self, kind: Kind, name: &str) {
+        if kind == Kind::Packs {
+            self.packs.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(dir, e))
 }
@@ -100,6 +138,14 @@ impl Storage for LocalStorage {
 
     fn read(&self, kind: Kind, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
+        if let (Kind::Packs, Some(r)) = (kind, &range) {
+            let f = self.pack_handle(name, &path)?;
+            let size = f.metadata().map_err(|e| io(&path, e))?.len();
+            check_range(&path.display().to_string(), size, r)?;
+            let mut out = vec![0u8; (r.end - r.start) as usize];
+            f.read_exact_at(&mut out, r.start).map_err(|e| io(&path, e))?;
+            return Ok(out);
+        }
         let mut f = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -176,6 +222,7 @@ impl Storage for LocalStorage {
 
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
         let path = self.path(kind, name)?;
+        self.forget_handle(kind, name);
         match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(path.parent().expect("an object path has a parent")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -4,8 +4,9 @@
 //! calls fail, short or wrong in the ways real disks and object stores do.
 //!
 //! Wired so far: the config, set manifests (`Repo::commit_manifest`, `list_sets`,
-//! `remove_manifest`) and leases (`lock`). The modules that still open repository files
-//! directly (packs, catalog) move onto it in the next steps of issue 11.
+//! `remove_manifest`), leases (`lock`) and chunk reads (`Repo::read_pack_range`, used by
+//! restore too). Pack writes, verify's and prune's pack access and the catalog move onto it
+//! in the next steps of issue 11.
 //!
 //! # Guarantees every implementation gives (and everything above may rely on)
 //! - **Atomic put.** After [`Storage::put`] returns `Ok`, the object exists whole under its

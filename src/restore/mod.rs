@@ -375,6 +375,7 @@ impl Restorer<'_> {
     /// Ownership (as root), mode and mtime of a file or directory, through its own handle.
     /// Whether an existing file already has `n`'s mode, times and (as root) owner.
     fn meta_matches(&self, n: &Node, st: &rustix::fs::Stat) -> bool {
+        #[allow(clippy::unnecessary_cast)] // not i64 on every target
         let mtime_ns = st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64;
         st.st_mode & 0o7777 == n.mode & 0o7777
             && mtime_ns == n.mtime_ns

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+type Objects = BTreeMap<(Kind, String), Arc<Vec<u8>>>;
+
 #[derive(Default)]
 pub struct MemStorage {
-    objects: Mutex<BTreeMap<(Kind, String), Arc<Vec<u8>>>>,
+    objects: Mutex<Objects>,
 }
 
 impl MemStorage {
@@ -22,7 +24,7 @@ impl MemStorage {
         self.lock().insert((kind, name.to_owned()), Arc::new(bytes));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Kind, String), Arc<Vec<u8>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Objects> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

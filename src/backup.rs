@@ -149,7 +149,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     let outcome: Result<(Vec<Component>, Vec<String>)> = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
             sink::write_packs(
-                &repo.root,
+                &*repo.storage,
                 writer_index,
                 rx,
                 repo.config.pack_target_size,

@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, PackId};
 use crate::pack::{BlobKind, Compression, Entry, Finished};
+use crate::storage::{Kind, Storage};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -803,7 +804,7 @@ pub struct Rebuilt {
 /// the damaged file stays where it is, unindexed (prune removes it later). Damage the old
 /// catalog had recorded is carried over for the copies that are still indexed.
 pub fn rebuild(
-    repo: &Path,
+    storage: &dyn Storage,
     path: &Path,
     repository_id: &str,
     hasher: &crate::chunker::Hasher,
@@ -816,24 +817,19 @@ pub fn rebuild(
     }
     let mut idx = Index::create(&tmp, repository_id)?;
     let mut out = Rebuilt::default();
-    for pack_path in crate::repo::list_packs(repo)? {
-        let Some(id) = pack_path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else {
+    for o in storage.list(Kind::Packs)? {
+        let Ok(id) = o.name.parse::<PackId>() else { continue };
+        if o.name.len() != 64 {
             continue;
-        };
-        let size = match std::fs::metadata(&pack_path) {
-            Ok(m) => m.len(),
-            Err(e) => {
-                out.bad.push(Error::Io { path: pack_path, source: e });
-                continue;
-            }
-        };
-        match crate::pack::read_trailer(&pack_path) {
+        }
+        let size = o.size;
+        match crate::pack::read_trailer(storage, &id, size) {
             Ok(entries) => {
                 idx.add_pack(&Finished { id, size, entries }, now)?;
                 out.packs += 1;
             }
             Err(e) => {
-                if let Some(line) = salvage_into_new_pack(repo, &pack_path, hasher, &mut idx, now)? {
+                if let Some(line) = salvage_into_new_pack(storage, &id, hasher, &mut idx, now)? {
                     out.salvaged.push(line);
                 }
                 out.bad.push(e);
@@ -859,26 +855,27 @@ pub fn rebuild(
     Ok(out)
 }
 
-/// Copies the blobs salvaged from the damaged pack at `pack_path` into a new pack (durable
-/// before it is indexed) and indexes it. Returns a line saying what was saved, if anything.
+/// Copies the blobs salvaged from the damaged pack `id` into a new pack (durable before it
+/// is indexed) and indexes it. Returns a line saying what was saved, if anything.
 fn salvage_into_new_pack(
-    repo: &Path,
-    pack_path: &Path,
+    storage: &dyn Storage,
+    id: &PackId,
     hasher: &crate::chunker::Hasher,
     idx: &mut Index,
     now: i64,
 ) -> Result<Option<String>> {
-    let Ok(data) = std::fs::read(pack_path) else { return Ok(None) };
-    let entries = crate::pack::salvage(pack_path, &data, hasher);
+    let pack_path = crate::pack::object(storage, id);
+    let Ok(data) = storage.read(Kind::Packs, &id.to_hex(), None) else { return Ok(None) };
+    let entries = crate::pack::salvage(&pack_path, &data, hasher);
     if entries.is_empty() {
         return Ok(None);
     }
-    let mut w = crate::pack::PackWriter::create(repo)?;
+    let mut w = crate::pack::PackWriter::new();
     for e in &entries {
         let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-        w.add(e.id, e.kind, e.compression, stored, e.raw_len)?;
+        w.add(e.id, e.kind, e.compression, stored, e.raw_len);
     }
-    let finished = w.finish()?;
+    let finished = w.finish(storage)?;
     idx.add_pack(&finished, now)?;
     Ok(Some(format!(
         "{}: trailer unusable; {} blob(s) that check against their ids salvaged into pack {} (the damaged file is left unindexed)",

@@ -9,14 +9,13 @@
 //! A pack's name is the BLAKE3 of its trailer (entries and footer). Every other byte of the
 //! file belongs to a blob checked by its own keyed hash, so the name still identifies the
 //! pack's content without a second hashing pass over everything written, and the trailer
-//! alone rebuilds the index. Packs are written under `packs/tmp/`, fsynced, then
-//! renamed into `packs/<first two hex digits>/<id>`: a pack either exists whole or not at all.
+//! alone rebuilds the index. A pack is built in memory (at most `pack_target_size` plus one
+//! blob) and stored with one atomic [`Storage::put`] under its id: it exists whole or not at
+//! all, on every storage.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, PackId};
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
+use crate::storage::{object_path, Kind, Storage};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"COFFRPAK";
@@ -176,18 +175,22 @@ pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8]) -> Result<Trailer
     Ok(TrailerRead::Done(out))
 }
 
-/// Reads and validates the trailer of the pack at `path`, reading only the file's tail.
-pub fn read_trailer(path: &Path) -> Result<Vec<Entry>> {
-    let file = File::open(path).ctx(path)?;
-    let len = file.metadata().ctx(path)?.len();
-    let mut want = (FOOTER_LEN as u64 + 64 * ENTRY_LEN as u64).min(len);
+/// How a pack is named in messages (`<repository>/packs/<id>`).
+pub fn object(storage: &dyn Storage, id: &PackId) -> PathBuf {
+    PathBuf::from(object_path(storage, Kind::Packs, &id.to_hex()))
+}
+
+/// Reads and validates the trailer of the pack `id` of `size` bytes (its listed size),
+/// reading only the pack's tail.
+pub fn read_trailer(storage: &dyn Storage, id: &PackId, size: u64) -> Result<Vec<Entry>> {
+    let path = object(storage, id);
+    let mut want = (FOOTER_LEN as u64 + 64 * ENTRY_LEN as u64).min(size);
     loop {
-        let mut tail = vec![0u8; want as usize];
-        file.read_exact_at(&mut tail, len - want).ctx(path)?;
-        match decode_trailer(path, len, &tail)? {
+        let tail = storage.read(Kind::Packs, &id.to_hex(), Some(size - want..size))?;
+        match decode_trailer(&path, size, &tail)? {
             TrailerRead::Done(entries) => return Ok(entries),
-            TrailerRead::NeedTail(n) if n > want && n <= len => want = n,
-            TrailerRead::NeedTail(_) => return Err(Error::corrupt(path, 0, "pack trailer length is inconsistent")),
+            TrailerRead::NeedTail(n) if n > want && n <= size => want = n,
+            TrailerRead::NeedTail(_) => return Err(Error::corrupt(&path, 0, "pack trailer length is inconsistent")),
         }
     }
 }
@@ -389,12 +392,6 @@ pub fn compress(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
     (Compression::None, raw.to_vec())
 }
 
-/// The path of a pack inside the repository.
-pub fn pack_path(repo: &Path, id: &PackId) -> PathBuf {
-    let hex = id.to_hex();
-    repo.join("packs").join(&hex[..2]).join(hex)
-}
-
 /// A finished, durable pack.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -403,119 +400,78 @@ pub struct Finished {
     pub entries: Vec<Entry>,
 }
 
-/// Writes one pack. Not thread-safe by design: the pipeline has exactly one pack writer.
+/// Builds one pack in memory. Not thread-safe by design: the pipeline has exactly one pack
+/// writer.
 pub struct PackWriter {
-    repo: PathBuf,
-    tmp_path: PathBuf,
-    out: BufWriter<File>,
-    offset: u64,
+    bytes: Vec<u8>,
     entries: Vec<Entry>,
 }
 
-impl PackWriter {
-    pub fn create(repo: &Path) -> Result<PackWriter> {
-        let tmp_dir = repo.join("tmp");
-        let tmp_path = tmp_dir.join(crate::store::tmp_name());
-        let file = crate::store::create_private(&tmp_path)?;
-        let mut w = PackWriter {
-            repo: repo.to_path_buf(),
-            tmp_path,
-            out: BufWriter::with_capacity(1 << 20, file),
-            offset: 0,
-            entries: Vec::new(),
-        };
-        let mut header = Vec::with_capacity(HEADER_LEN as usize);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&VERSION.to_le_bytes());
-        w.write(&header)?;
-        Ok(w)
+impl Default for PackWriter {
+    fn default() -> Self {
+        PackWriter::new()
     }
+}
 
-    fn write(&mut self, b: &[u8]) -> Result<()> {
-        self.out.write_all(b).ctx(&self.tmp_path)?;
-        self.offset += b.len() as u64;
-        Ok(())
+impl PackWriter {
+    pub fn new() -> PackWriter {
+        let mut bytes = Vec::with_capacity(1 << 20);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        PackWriter { bytes, entries: Vec::new() }
     }
 
     /// Appends a stored blob.
-    pub fn add(
-        &mut self,
-        id: ChunkId,
-        kind: BlobKind,
-        compression: Compression,
-        stored: &[u8],
-        raw_len: u32,
-    ) -> Result<()> {
-        let offset = self.offset;
-        self.write(stored)?;
+    pub fn add(&mut self, id: ChunkId, kind: BlobKind, compression: Compression, stored: &[u8], raw_len: u32) {
+        let offset = self.bytes.len() as u64;
+        self.bytes.extend_from_slice(stored);
         self.entries.push(Entry { id, kind, compression, offset, stored_len: stored.len() as u32, raw_len });
-        Ok(())
     }
 
     pub fn size(&self) -> u64 {
-        self.offset
+        self.bytes.len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Writes the trailer and closes the file; the pack is complete but not yet durable.
-    pub fn close(mut self) -> Result<Closed> {
+    /// Appends the trailer: the pack is complete, named, and not yet stored.
+    pub fn close(mut self) -> Closed {
         let trailer = encode_trailer(&self.entries);
-        self.write(&trailer)?;
-        let file =
-            self.out.into_inner().map_err(|e| Error::Io { path: self.tmp_path.clone(), source: e.into_error() })?;
+        self.bytes.extend_from_slice(&trailer);
         let id = pack_id_of_trailer(&trailer);
-        Ok(Closed {
-            repo: self.repo,
-            tmp_path: self.tmp_path,
-            file,
-            pack: Finished { id, size: self.offset, entries: self.entries },
-        })
+        let size = self.bytes.len() as u64;
+        Closed { bytes: self.bytes, pack: Finished { id, size, entries: self.entries } }
     }
 
     /// `close` then `persist`.
-    pub fn finish(self) -> Result<Finished> {
-        self.close()?.persist()
-    }
-
-    /// Gives up on this pack (an error elsewhere ended the run).
-    pub fn abandon(self) {
-        let path = self.tmp_path.clone();
-        drop(self);
-        let _ = std::fs::remove_file(path);
+    pub fn finish(self, storage: &dyn Storage) -> Result<Finished> {
+        self.close().persist(storage)
     }
 }
 
-/// A complete pack in `tmp/`, waiting to be made durable. Sealing is separate from writing so
-/// the writer can fill the next pack while this one is fsynced.
+/// A complete pack waiting to be stored. Storing is separate from writing so the writer can
+/// fill the next pack while this one is put.
 pub struct Closed {
-    repo: PathBuf,
-    tmp_path: PathBuf,
-    file: File,
+    bytes: Vec<u8>,
     pack: Finished,
 }
 
 impl Closed {
-    /// fsyncs the pack, renames it into `packs/xx/<id>` and fsyncs the directory.
-    pub fn persist(self) -> Result<Finished> {
-        self.file.sync_all().ctx(&self.tmp_path)?;
-        drop(self.file);
-        let dest = pack_path(&self.repo, &self.pack.id);
-        let dir = dest.parent().expect("pack path has a parent");
-        if !dir.exists() {
-            crate::store::create_private_dirs(dir)?;
-            crate::store::sync_dir(dir.parent().expect("packs dir"))?;
-        }
-        std::fs::rename(&self.tmp_path, &dest).ctx(&dest)?;
-        crate::store::sync_dir(dir)?;
-        Ok(self.pack)
+    pub fn id(&self) -> PackId {
+        self.pack.id
     }
 
-    pub fn abandon(self) {
-        drop(self.file);
-        let _ = std::fs::remove_file(&self.tmp_path);
+    /// The whole pack as it will be stored.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Stores the pack under `packs/<id>` (one atomic put).
+    pub fn persist(self, storage: &dyn Storage) -> Result<Finished> {
+        storage.put(Kind::Packs, &self.pack.id.to_hex(), &self.bytes)?;
+        Ok(self.pack)
     }
 }
 
@@ -579,10 +535,8 @@ mod tests {
 
     #[test]
     fn salvage_recovers_every_blob_of_a_pack_without_its_footer_and_never_panics_on_garbage() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let hasher = crate::chunker::Hasher::new([7u8; 32]);
-        let mut w = PackWriter::create(dir.path()).unwrap();
+        let mut w = PackWriter::new();
         let mut ids = Vec::new();
         for i in 0..20u64 {
             let raw = if i % 2 == 0 {
@@ -592,12 +546,10 @@ mod tests {
             };
             let (c, stored) = compress(&raw, 3);
             let id = hasher.id(&raw);
-            w.add(id, BlobKind::Data, c, &stored, raw.len() as u32).unwrap();
+            w.add(id, BlobKind::Data, c, &stored, raw.len() as u32);
             ids.push(id);
         }
-        let tmp = w.tmp_path.clone();
-        let _closed = w.close().unwrap();
-        let data = std::fs::read(&tmp).unwrap();
+        let data = w.close().bytes().to_vec();
         for cut in [1usize, FOOTER_LEN, FOOTER_LEN + 3 * ENTRY_LEN] {
             let got = salvage(Path::new("p"), &data[..data.len() - cut], &hasher);
             let got: std::collections::HashSet<ChunkId> = got.iter().map(|e| e.id).collect();

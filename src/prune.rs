@@ -28,7 +28,7 @@
 //! chunks named by sets are indexed; the grace period protects the packs of a writer that
 //! holds a lease we wrongly judged stale.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, TreeId};
 use crate::index::{Index, PackUsage};
 use crate::lock::{Lease, LeaseKind};
@@ -37,8 +37,7 @@ use crate::repo::Repo;
 use crate::tree::NodeKind;
 use crate::treewalk::{self, Limits, Origin, Step};
 use std::collections::HashSet;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use crate::storage::Kind;
 use std::time::Instant;
 
 /// Default `max_unused`: leave at most 5% of the repository's pack bytes unneeded.
@@ -112,7 +111,7 @@ struct Plan {
     delete: Vec<PackUsage>,
     repack: Vec<PackUsage>,
     /// Unindexed pack files old enough to delete, with their sizes.
-    unindexed: Vec<(PathBuf, u64)>,
+    unindexed: Vec<(PackId, u64)>,
 }
 
 /// Bytes of a pack not taken by its needed blobs (header, trailer, unneeded and duplicate blobs).
@@ -199,29 +198,17 @@ fn known_damaged(idx: &Index, id: &TreeId) -> Result<bool> {
     Ok(matches!(idx.lookup_damage(&id.as_chunk())?, Some((_, Some(_)))))
 }
 
-/// Reads and checks (decodes and hashes against its id) each of `entries` in the pack at
-/// `path`: a damaged blob must not be copied under its id as if it were fine.
-fn read_needed(repo: &Repo, entries: &[pack::Entry], path: &std::path::Path) -> Result<Vec<(pack::Entry, Vec<u8>)>> {
-    let file = std::fs::File::open(path).ctx(path)?;
+/// Reads and checks (decodes and hashes against its id) each of `entries` in the pack `id`:
+/// a damaged blob must not be copied under its id as if it were fine.
+fn read_needed(repo: &Repo, id: &PackId, entries: &[pack::Entry]) -> Result<Vec<(pack::Entry, Vec<u8>)>> {
+    let path = repo.pack_object(id);
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let mut stored = vec![0u8; e.stored_len as usize];
-        file.read_exact_at(&mut stored, e.offset).map_err(|err| {
-            if err.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(path, e.offset, format!("pack truncated: chunk {} lies past its end", e.id.short()))
-            } else {
-                Error::Io { path: path.to_path_buf(), source: err }
-            }
-        })?;
-        pack::decode_blob(path, e, &stored, &repo.hasher)?;
+        let stored = repo.read_pack_range(id, e.offset, e.offset + e.stored_len as u64)?;
+        pack::decode_blob(&path, e, &stored, &repo.hasher)?;
         out.push((*e, stored));
     }
     Ok(out)
-}
-
-fn mtime_secs(m: &std::fs::Metadata) -> i64 {
-    use std::os::unix::fs::MetadataExt;
-    m.mtime()
 }
 
 pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Result<Report> {
@@ -282,16 +269,14 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     rep.pack_bytes_before = usage.iter().map(|u| u.size).sum();
     let mut plan = plan(&usage, opts.max_unused, repo.config.pack_target_size);
     let indexed: HashSet<PackId> = usage.iter().map(|u| u.id).collect();
-    for path in crate::repo::list_packs(&repo.root)? {
-        let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else {
-            continue;
-        };
-        if indexed.contains(&id) {
+    for o in repo.storage.list(Kind::Packs)? {
+        let Ok(id) = o.name.parse::<PackId>() else { continue };
+        if o.name.len() != 64 || indexed.contains(&id) {
             continue;
         }
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
-        if mtime_secs(&meta) <= opts.now - opts.unindexed_grace {
-            plan.unindexed.push((path, meta.len()));
+        // Listing may lag and a pack may be on its way into an index: only old ones go.
+        if o.modified <= opts.now - opts.unindexed_grace {
+            plan.unindexed.push((id, o.size));
         }
     }
     rep.packs_deleted = plan.delete.len() as u64;
@@ -319,7 +304,7 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
         let rw = idx.begin_rewrite()?;
         let mut writer: Option<PackWriter> = None;
         let seal = |w: PackWriter, rep: &mut Report, new_rows: &mut HashSet<i64>| -> Result<()> {
-            let f = w.finish()?;
+            let f = w.finish(&*repo.storage)?;
             rep.packs_written += 1;
             rep.bytes_written += f.size;
             new_rows.insert(rw.add_pack(&f, opts.now)?);
@@ -327,11 +312,10 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
         };
         let mut kept: HashSet<i64> = HashSet::new();
         for u in &plan.repack {
-            let path = pack::pack_path(&repo.root, &u.id);
             // Every needed blob is read and checked before any is copied: a blob that fails
             // (damage verify has not recorded yet) keeps the whole pack as it is, and the
             // prune carries on with the others instead of stopping.
-            let blobs = match read_needed(repo, &rw.needed_entries(u.n)?, &path) {
+            let blobs = match read_needed(repo, &u.id, &rw.needed_entries(u.n)?) {
                 Ok(b) => b,
                 Err(e) => {
                     notify(format!("keeping pack {} as it is: {e}; run `coffer verify`", u.id.short()));
@@ -342,9 +326,9 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
             for (e, stored) in blobs {
                 let w = match writer.as_mut() {
                     Some(w) => w,
-                    None => writer.insert(PackWriter::create(&repo.root)?),
+                    None => writer.insert(PackWriter::new()),
                 };
-                w.add(e.id, e.kind, e.compression, &stored, e.raw_len)?;
+                w.add(e.id, e.kind, e.compression, &stored, e.raw_len);
                 rep.blobs_copied += 1;
                 if w.size() >= repo.config.pack_target_size {
                     let w = writer.take().expect("just used");
@@ -372,36 +356,22 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     // to an old one, or to an unindexed pack a killed prune wrote in an earlier run.
     let live: HashSet<PackId> = idx.packs()?.into_iter().map(|(id, _)| id).collect();
     let mut deleted_bytes = 0u64;
-    let mut dirs: HashSet<PathBuf> = HashSet::new();
     let sizes: std::collections::HashMap<PackId, u64> = usage.iter().map(|u| (u.id, u.size)).collect();
-    // Returns whether the file was deleted.
-    let mut remove = |path: PathBuf, size: u64| -> Result<bool> {
-        let named = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok());
-        if named.is_some_and(|id| live.contains(&id)) {
+    // Returns whether the pack was deleted.
+    let mut remove = |id: &PackId, size: u64| -> Result<bool> {
+        if live.contains(id) || repo.storage.size(Kind::Packs, &id.to_hex())?.is_none() {
             return Ok(false);
         }
-        let gone = match std::fs::remove_file(&path) {
-            Ok(()) => {
-                deleted_bytes += size;
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::Io { path, source: e }),
-        };
-        if let Some(d) = path.parent() {
-            dirs.insert(d.to_path_buf());
-        }
-        Ok(gone)
+        repo.storage.remove(Kind::Packs, &id.to_hex())?;
+        deleted_bytes += size;
+        Ok(true)
     };
     for id in &old_files {
-        remove(pack::pack_path(&repo.root, id), sizes.get(id).copied().unwrap_or(0))?;
+        remove(id, sizes.get(id).copied().unwrap_or(0))?;
     }
     rep.unindexed_packs_deleted = 0;
-    for (path, size) in std::mem::take(&mut plan.unindexed) {
-        rep.unindexed_packs_deleted += remove(path, size)? as u64;
-    }
-    for d in &dirs {
-        crate::store::sync_dir(d)?;
+    for (id, size) in std::mem::take(&mut plan.unindexed) {
+        rep.unindexed_packs_deleted += remove(&id, size)? as u64;
     }
     rep.packs_deleted = plan.delete.iter().filter(|u| !new_rows.contains(&u.n)).count() as u64;
     rep.bytes_freed = deleted_bytes.saturating_sub(rep.bytes_written);

@@ -29,8 +29,8 @@ pub struct Repo {
     /// The repository can't be written (read-only media): it is read without leases, and
     /// `verify` does not record verification times.
     pub read_only: bool,
-    /// The repository's objects. The config, set manifests, leases and chunk reads go through
-    /// it; pack writes and the catalog follow in the next steps of issue 11.
+    /// The repository's objects: the config, packs, set manifests and leases go through it;
+    /// the catalog (`index.sqlite`) follows in the next step of issue 11.
     pub storage: Arc<dyn Storage>,
     /// One catalog connection per worker thread (connections are not `Sync`).
     indexes: Vec<Mutex<Option<Index>>>,
@@ -163,9 +163,8 @@ impl Repo {
     }
 
     pub fn read_entry(&self, pack_id: &PackId, e: &pack::Entry) -> Result<Vec<u8>> {
-        let path = pack::pack_path(&self.root, pack_id);
         let stored = self.read_pack_range(pack_id, e.offset, e.offset + e.stored_len as u64)?;
-        pack::decode_blob(&path, e, &stored, &self.hasher)
+        pack::decode_blob(&self.pack_object(pack_id), e, &stored, &self.hasher)
     }
 
     /// Bytes `start..end` of a pack, as stored (a range past the pack's end is an error
@@ -174,20 +173,35 @@ impl Repo {
         self.storage.read(Kind::Packs, &pack_id.to_hex(), Some(start..end))
     }
 
+    /// How the pack is named in messages.
+    pub fn pack_object(&self, pack_id: &PackId) -> PathBuf {
+        pack::object(&*self.storage, pack_id)
+    }
+
+    /// Every pack in the repository with its size, by id (objects under `packs/` whose names
+    /// are not pack ids are not ours and left out).
+    pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut out: Vec<(PackId, u64)> = self
+            .storage
+            .list(Kind::Packs)?
+            .into_iter()
+            .filter(|o| o.name.len() == 64)
+            .filter_map(|o| o.name.parse::<PackId>().ok().map(|id| (id, o.size)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     pub fn read_tree(&self, id: &TreeId) -> Result<Tree> {
         let loc = self
             .index()?
             .lookup(&id.as_chunk())?
             .ok_or_else(|| Error::NotFound(format!("tree {} is not in the index (repository damaged?)", id.short())))?;
         if loc.entry.kind != BlobKind::Tree {
-            return Err(Error::corrupt(
-                pack::pack_path(&self.root, &loc.pack),
-                loc.entry.offset,
-                "expected a tree blob",
-            ));
+            return Err(Error::corrupt(self.pack_object(&loc.pack), loc.entry.offset, "expected a tree blob"));
         }
         let bytes = self.read_entry(&loc.pack, &loc.entry)?;
-        Tree::decode(&pack::pack_path(&self.root, &loc.pack), loc.entry.offset, &bytes)
+        Tree::decode(&self.pack_object(&loc.pack), loc.entry.offset, &bytes)
     }
 
     /// Every committed set whose manifest reads, oldest first (by start time, then id). A
@@ -269,15 +283,11 @@ impl Repo {
         let mut idx = self.index()?;
         let known: std::collections::HashSet<PackId> = idx.packs()?.into_iter().map(|(id, _)| id).collect();
         let mut adopted = 0;
-        for path in list_packs(&self.root)? {
-            let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<PackId>().ok()) else {
-                continue;
-            };
+        for (id, size) in self.list_packs()? {
             if known.contains(&id) {
                 continue;
             }
-            let Ok(size) = std::fs::metadata(&path).map(|m| m.len()) else { continue };
-            if let Ok(entries) = pack::read_trailer(&path) {
+            if let Ok(entries) = pack::read_trailer(&*self.storage, &id, size) {
                 idx.add_pack(&pack::Finished { id, size, entries }, now)?;
                 adopted += 1;
             }
@@ -341,22 +351,4 @@ pub fn check_claim(c: &ChunkRef, actual: usize, file: &str) -> Result<()> {
         None => Ok(()),
         Some(what) => Err(Error::BadTree { at: file.to_string(), what }),
     }
-}
-
-/// Every file under `packs/xx/`, in name order.
-pub fn list_packs(root: &Path) -> Result<Vec<PathBuf>> {
-    let packs = root.join("packs");
-    let mut out = Vec::new();
-    for d in std::fs::read_dir(&packs).ctx(&packs)? {
-        let d = d.ctx(&packs)?;
-        let name = d.file_name();
-        if name.len() != 2 || !d.file_type().ctx(&d.path())?.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(d.path()).ctx(&d.path())? {
-            out.push(f.ctx(&d.path())?.path());
-        }
-    }
-    out.sort();
-    Ok(out)
 }

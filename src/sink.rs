@@ -20,9 +20,9 @@ use crate::id::{ChunkId, PackId};
 use crate::index::{Filter, Index};
 use crate::pack::{self, BlobKind, Compression, PackWriter};
 use crate::repo::Repo;
+use crate::storage::Storage;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock, RwLock};
 
@@ -206,7 +206,7 @@ pub fn build_filter(index: &Index) -> Result<Filter> {
 /// the next pack. Returns the packs written.
 #[allow(clippy::too_many_arguments)]
 pub fn write_packs(
-    repo: &Path,
+    storage: &dyn Storage,
     mut index: Index,
     rx: Receiver<Blob>,
     target: u64,
@@ -222,10 +222,9 @@ pub fn write_packs(
             let mut failed = None;
             for closed in seal_rx.iter() {
                 if failed.is_some() {
-                    closed.abandon();
                     continue;
                 }
-                match seal(closed, &mut index, filter, pending, counters, now) {
+                match seal(storage, closed, &mut index, filter, pending, counters, now) {
                     Ok(id) => written.push(id),
                     Err(e) => failed = Some(e),
                 }
@@ -240,29 +239,19 @@ pub fn write_packs(
             for blob in rx.iter() {
                 let w = match current.as_mut() {
                     Some(w) => w,
-                    None => current.insert(PackWriter::create(repo)?),
+                    None => current.insert(PackWriter::new()),
                 };
-                w.add(blob.id, blob.kind, blob.compression, &blob.stored, blob.raw_len)?;
+                w.add(blob.id, blob.kind, blob.compression, &blob.stored, blob.raw_len);
                 if w.size() >= target {
-                    let closed = current.take().expect("just used").close()?;
-                    if let Err(e) = seal_tx.send(closed) {
-                        e.into_inner().abandon();
-                        return Err(Error::Failed("the pack sealer stopped".into()));
-                    }
+                    let closed = current.take().expect("just used").close();
+                    seal_tx.send(closed).map_err(|_| Error::Failed("the pack sealer stopped".into()))?;
                 }
             }
             if let Some(w) = current.take() {
-                let closed = w.close()?;
-                if let Err(e) = seal_tx.send(closed) {
-                    e.into_inner().abandon();
-                    return Err(Error::Failed("the pack sealer stopped".into()));
-                }
+                seal_tx.send(w.close()).map_err(|_| Error::Failed("the pack sealer stopped".into()))?;
             }
             Ok(())
         })();
-        if let Some(w) = current.take() {
-            w.abandon();
-        }
         drop(seal_tx);
         // Dropping `rx` (by returning) makes every sender fail fast.
         drop(rx);
@@ -275,6 +264,7 @@ pub fn write_packs(
 }
 
 fn seal(
+    storage: &dyn Storage,
     closed: pack::Closed,
     index: &mut Index,
     filter: &LazyFilter,
@@ -282,7 +272,7 @@ fn seal(
     counters: &Counters,
     now: i64,
 ) -> Result<PackId> {
-    let finished = closed.persist()?;
+    let finished = closed.persist(storage)?;
     index.add_pack(&finished, now)?;
     counters.pack_bytes.fetch_add(finished.size, Relaxed);
     counters.packs.fetch_add(1, Relaxed);

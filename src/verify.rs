@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, SetId, TreeId};
 use crate::repo::Repo;
+use crate::storage::{object_path, Kind};
 use crate::set::Manifest;
 use crate::tree::NodeKind;
 use std::collections::{HashMap, HashSet};
@@ -155,22 +156,22 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     rep.packs = indexed.len() as u64;
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();
     for (id, size, _) in &indexed {
-        let path = crate::pack::pack_path(&repo.root, id);
-        let check = match std::fs::metadata(&path) {
+        let path = repo.pack_object(id);
+        let check = match repo.storage.size(Kind::Packs, &id.to_hex()) {
             Err(e) => Err(format!("{}: missing ({e})", path.display())),
-            Ok(m) if m.len() != *size => Err(format!("{}: {} bytes, the index says {size}", path.display(), m.len())),
-            Ok(_) => crate::pack::read_trailer(&path).map(|_| ()).map_err(|e| e.to_string()),
+            Ok(None) => Err(format!("{}: missing (no such object)", path.display())),
+            Ok(Some(n)) if n != *size => Err(format!("{}: {n} bytes, the index says {size}", path.display())),
+            Ok(Some(_)) => crate::pack::read_trailer(&*repo.storage, id, *size).map(|_| ()).map_err(|e| e.to_string()),
         };
         if let Err(why) = check {
             bad_packs.insert(*id, why);
         }
     }
     let indexed_ids: HashSet<PackId> = indexed.iter().map(|(id, _, _)| *id).collect();
-    for p in crate::repo::list_packs(&repo.root)? {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        match name.parse::<PackId>() {
-            Ok(id) if indexed_ids.contains(&id) => {}
-            _ => rep.unused_packs.push(p.display().to_string()),
+    for o in repo.storage.list(Kind::Packs)? {
+        match o.name.parse::<PackId>() {
+            Ok(id) if o.name.len() == 64 && indexed_ids.contains(&id) => {}
+            _ => rep.unused_packs.push(object_path(&*repo.storage, Kind::Packs, &o.name)),
         }
     }
 
@@ -203,7 +204,7 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     for (id, size, _) in to_read {
         progress.packs_read.fetch_add(1, Relaxed);
         progress.bytes_read.fetch_add(*size, Relaxed);
-        let path = crate::pack::pack_path(&repo.root, id);
+        let path = repo.pack_object(id);
         let rows = repo.index()?.pack_rows(id)?;
         match read_whole_pack(repo, id, &path, &rows) {
             Ok(read) => {
@@ -291,7 +292,7 @@ fn read_whole_pack(
     path: &std::path::Path,
     rows: &[std::result::Result<crate::pack::Entry, (ChunkId, String)>],
 ) -> Result<PackRead> {
-    let data = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let data = repo.storage.read(Kind::Packs, &id.to_hex(), None)?;
     let mut read = PackRead { size: data.len() as u64, good: Vec::new(), bad: Vec::new(), problem: None };
     for row in rows {
         let e = match row {
@@ -311,7 +312,12 @@ fn read_whole_pack(
             Err(err) => read.bad.push((e.id, err.to_string())),
         }
     }
-    read.problem = match crate::pack::read_trailer(path) {
+    let trailer = match crate::pack::decode_trailer(path, data.len() as u64, &data) {
+        Ok(crate::pack::TrailerRead::Done(entries)) => Ok(entries),
+        Ok(crate::pack::TrailerRead::NeedTail(_)) => Err(Error::corrupt(path, 0, "pack trailer length is inconsistent")),
+        Err(e) => Err(e),
+    };
+    read.problem = match trailer {
         Err(e) => Some(format!("{e} (every chunk the catalog places in it was checked)")),
         Ok(entries) => {
             let trailer_start =

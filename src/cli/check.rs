@@ -132,13 +132,13 @@ impl RepairIndexArgs {
             bail!("{}: the repository is on read-only storage (or not writable by this user); `repair index` needs to write to it", repo.repo.display());
         }
         let _lease =
-            coffer::lock::Lease::acquire(storage, coffer::lock::LeaseKind::Exclusive, "repair index", &mut |m| {
+            coffer::lock::Lease::acquire(storage.clone(), coffer::lock::LeaseKind::Exclusive, "repair index", &mut |m| {
                 eprintln!("coffer: {m}")
             })?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let hasher = coffer::chunker::Hasher::new(cfg.key());
         let done =
-            coffer::index::rebuild(&repo.repo, &repo.repo.join("index.sqlite"), &cfg.repository_id, &hasher, now)?;
+            coffer::index::rebuild(&*storage, &repo.repo.join("index.sqlite"), &cfg.repository_id, &hasher, now)?;
         line(&format!("rebuilt index from {} packs", done.packs));
         for e in &done.bad {
             eprintln!("coffer: pack with an unusable trailer: {e}");

@@ -291,7 +291,7 @@ impl Restorer<'_> {
     /// A range that can't be read is retried blob by blob, so one bad spot costs only the
     /// files that need it.
     fn restore_range(&self, batch: &Batch, need: &HashMap<ChunkId, Need>, r: &Range) -> Result<()> {
-        let pack_path = crate::pack::pack_path(&self.repo.root, &r.pack);
+        let pack_path = self.repo.pack_object(&r.pack);
         let read = |start: u64, end: u64| -> Result<Vec<u8>> {
             let buf = self.repo.read_pack_range(&r.pack, start, end)?;
             self.counts.bytes_read.fetch_add(buf.len() as u64, Relaxed);

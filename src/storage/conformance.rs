@@ -33,13 +33,16 @@ pub fn check(s: &dyn Storage) {
     assert_eq!(s.read(Kind::Sets, "s1", None).unwrap(), b"one, again");
     let mut l = s.list(Kind::Sets).unwrap();
     l.sort();
-    assert_eq!(l, vec![ObjectInfo { name: "s1".into(), size: 10 }, ObjectInfo { name: "s2".into(), size: 0 }]);
+    let named = |l: &[ObjectInfo]| l.iter().map(|o| (o.name.clone(), o.size)).collect::<Vec<_>>();
+    assert_eq!(named(&l), [("s1".to_string(), 10), ("s2".to_string(), 0)]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(l.iter().all(|o| (now - 120..=now + 120).contains(&o.modified)), "put times: {l:?}");
     s.put(Kind::Packs, "cd02", b"x").unwrap();
     let mut packs: Vec<String> = s.list(Kind::Packs).unwrap().into_iter().map(|o| o.name).collect();
     packs.sort();
     assert_eq!(packs, ["ab01", "cd02"]);
     s.put(Kind::Config, "config", b"cfg").unwrap();
-    assert_eq!(s.list(Kind::Config).unwrap(), vec![ObjectInfo { name: "config".into(), size: 3 }]);
+    assert_eq!(named(&s.list(Kind::Config).unwrap()), [("config".to_string(), 3)]);
     // Remove: gone at once; removing again is fine.
     s.remove(Kind::Sets, "s1").unwrap();
     s.remove(Kind::Sets, "s1").unwrap();

@@ -55,6 +55,12 @@ impl LocalStorage {
         }
     }
 
+    /// The file an object is stored in (for tests and tools that look at a local
+    /// repository's files; everything else goes through the trait).
+    pub fn file_of(&self, kind: Kind, name: &str) -> Result<PathBuf> {
+        self.path(kind, name)
+    }
+
     fn path(&self, kind: Kind, name: &str) -> Result<PathBuf> {
         check_name(kind, name)?;
         Ok(match kind {
@@ -91,7 +97,7 @@ impl LocalStorage {
             };
             let ours = check_name(kind, &name).is_ok() && !name.ends_with(".tmp") && !name.contains(".sqlite");
             if meta.is_file() && ours {
-                out.push(ObjectInfo { name, size: meta.len() });
+                out.push(ObjectInfo { name, size: meta.len(), modified: std::os::unix::fs::MetadataExt::mtime(&meta) });
             }
         }
         Ok(())

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-type Objects = BTreeMap<(Kind, String), Arc<Vec<u8>>>;
+/// Each object with the time it was put.
+type Objects = BTreeMap<(Kind, String), (i64, Arc<Vec<u8>>)>;
 
 #[derive(Default)]
 pub struct MemStorage {
@@ -21,7 +22,8 @@ impl MemStorage {
 
     /// Replaces an object's bytes behind the trait's back (a test damaging a repository).
     pub fn poke(&self, kind: Kind, name: &str, bytes: Vec<u8>) {
-        self.lock().insert((kind, name.to_owned()), Arc::new(bytes));
+        let modified = self.lock().get(&(kind, name.to_owned())).map_or_else(now, |o| o.0);
+        self.lock().insert((kind, name.to_owned()), (modified, Arc::new(bytes)));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Objects> {
@@ -36,7 +38,7 @@ impl Storage for MemStorage {
 
     fn read(&self, kind: Kind, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
         check_name(kind, name)?;
-        let obj = self.lock().get(&(kind, name.to_owned())).cloned();
+        let obj = self.lock().get(&(kind, name.to_owned())).map(|o| o.1.clone());
         let Some(obj) = obj else { return Err(Error::ObjectMissing { object: object_path(self, kind, name) }) };
         match range {
             None => Ok(obj.to_vec()),
@@ -49,7 +51,7 @@ impl Storage for MemStorage {
 
     fn put(&self, kind: Kind, name: &str, bytes: &[u8]) -> Result<()> {
         check_name(kind, name)?;
-        self.lock().insert((kind, name.to_owned()), Arc::new(bytes.to_vec()));
+        self.lock().insert((kind, name.to_owned()), (now(), Arc::new(bytes.to_vec())));
         Ok(())
     }
 
@@ -58,13 +60,13 @@ impl Storage for MemStorage {
             .lock()
             .iter()
             .filter(|((k, _), _)| *k == kind)
-            .map(|((_, name), b)| ObjectInfo { name: name.clone(), size: b.len() as u64 })
+            .map(|((_, name), (modified, b))| ObjectInfo { name: name.clone(), size: b.len() as u64, modified: *modified })
             .collect())
     }
 
     fn size(&self, kind: Kind, name: &str) -> Result<Option<u64>> {
         check_name(kind, name)?;
-        Ok(self.lock().get(&(kind, name.to_owned())).map(|b| b.len() as u64))
+        Ok(self.lock().get(&(kind, name.to_owned())).map(|(_, b)| b.len() as u64))
     }
 
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
@@ -72,4 +74,8 @@ impl Storage for MemStorage {
         self.lock().remove(&(kind, name.to_owned()));
         Ok(())
     }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

@@ -4,9 +4,10 @@
 //! calls fail, short or wrong in the ways real disks and object stores do.
 //!
 //! Wired so far: the config, set manifests (`Repo::commit_manifest`, `list_sets`,
-//! `remove_manifest`), leases (`lock`) and chunk reads (`Repo::read_pack_range`, used by
-//! restore too). Pack writes, verify's and prune's pack access and the catalog move onto it
-//! in the next steps of issue 11.
+//! `remove_manifest`), leases (`lock`), pack writes (`pack::Closed::persist`, used by backup,
+//! prune's repack and repair's salvage), chunk reads (`Repo::read_pack_range`), and every pack
+//! listing, trailer read and removal (verify, prune, `repair index`, adoption). The catalog's
+//! move into index objects and the local cache is the next step of issue 11.
 //!
 //! # Guarantees every implementation gives (and everything above may rely on)
 //! - **Atomic put.** After [`Storage::put`] returns `Ok`, the object exists whole under its
@@ -69,6 +70,10 @@ impl Kind {
 pub struct ObjectInfo {
     pub name: String,
     pub size: u64,
+    /// When the object was last put, in seconds since the epoch (an object store's
+    /// `LastModified`, a file's mtime). Only ages are computed from it, with a margin
+    /// (prune's grace for packs no index names), so clocks need not agree to the second.
+    pub modified: i64,
 }
 
 /// A repository's objects. See the module documentation for the guarantees.

@@ -66,7 +66,7 @@ fn after_verify_finds_damage_the_next_backup_stores_the_bytes_again() {
         let a = location(&env.repo(), "latest", "src/keep/a.bin");
         let lost = location(&env.repo(), "latest", "src/lost.bin");
         assert_eq!(a.pack, lost.pack, "{case}: the test wants one pack");
-        let pack = coffer::pack::pack_path(&env.repo(), &a.pack);
+        let pack = crate::support::pack_file(&env.repo(), &a.pack);
         let read_data: &[&str] = if case == "missing pack" {
             std::fs::remove_file(&pack).unwrap();
             &[]
@@ -166,7 +166,7 @@ fn after_repair_index_every_set_needing_a_lost_chunk_is_reported() {
         loc
     };
     assert_ne!(loc.pack, root_tree.pack, "the test wants the lost pack to hold data only");
-    std::fs::remove_file(coffer::pack::pack_path(&env.repo(), &loc.pack)).unwrap();
+    std::fs::remove_file(crate::support::pack_file(&env.repo(), &loc.pack)).unwrap();
     // Nobody has looked yet: this backup still dedups against the lost pack.
     let second = env.backup_json(&["--no-cache", src.to_str().unwrap()])["set"].as_str().unwrap()[..8].to_string();
     let o = env.run(&["repair", "index", "--repo", &r]);
@@ -222,7 +222,7 @@ fn repair_index_salvages_the_blobs_of_a_pack_with_a_damaged_trailer() {
         env.init();
         let r = repo_str(&env);
         env.backup_json(&[src.to_str().unwrap()]);
-        let packs = coffer::repo::list_packs(&env.repo()).unwrap();
+        let packs = crate::support::pack_files(&env.repo());
         assert_eq!(packs.len(), 1, "{case}");
         damage(&packs[0]);
         let o = env.run(&["repair", "index", "--repo", &r]);
@@ -321,7 +321,7 @@ fn verify_walks_a_tree_200000_levels_deep_without_recursion() {
     let repo = coffer::repo::Repo::open(&env.repo()).unwrap();
     let (_, mut m) = repo.resolve_set("latest").unwrap();
     // A chain of directories, each holding only the next, built bottom-up.
-    let mut w = coffer::pack::PackWriter::create(&env.repo()).unwrap();
+    let mut w = coffer::pack::PackWriter::new();
     let mut below = m.components[0].root;
     for _ in 0..200_000 {
         let node = Node {
@@ -339,10 +339,10 @@ fn verify_walks_a_tree_200000_levels_deep_without_recursion() {
         };
         let bytes = Tree { nodes: vec![node] }.encode();
         let id = repo.hasher.id(&bytes);
-        w.add(id, BlobKind::Tree, Compression::None, &bytes, bytes.len() as u32).unwrap();
+        w.add(id, BlobKind::Tree, Compression::None, &bytes, bytes.len() as u32);
         below = coffer::id::TreeId(id.0);
     }
-    let pack = w.finish().unwrap();
+    let pack = w.finish(&*repo.storage).unwrap();
     repo.index().unwrap().add_pack(&pack, 0).unwrap();
     m.components[0].root = below;
     let deep = repo.commit_manifest(&m).unwrap();

@@ -200,7 +200,7 @@ fn sigkill_mid_backup_leaves_no_set_and_the_rerun_reuses_stored_data() {
     // Wait (by watching the repository, not the clock) until a pack is durable, then kill.
     let packs_dir = repo.join("packs");
     loop {
-        let packs = coffer::repo::list_packs(&repo).unwrap();
+        let packs = crate::support::pack_files(&repo);
         if !packs.is_empty() {
             break;
         }
@@ -269,8 +269,7 @@ fn bad_repositories_give_clear_errors_naming_the_file() {
 
     // A corrupt pack: restore restores what it can and fails (exit 4, damage) naming the pack,
     // without a panic.
-    let pack = coffer::repo::list_packs(&repo)
-        .unwrap()
+    let pack = crate::support::pack_files(&repo)
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap();

@@ -34,7 +34,7 @@ fn chunk_of(repo: &Path, file: &str) -> (PathBuf, u64) {
     let (node, _) = coffer::browse::lookup(&r, &m, file).unwrap();
     let node = node.expect("a file");
     let loc = r.index().unwrap().lookup(&node.content[0].chunk_id()).unwrap().unwrap();
-    (coffer::pack::pack_path(repo, &loc.pack), loc.entry.offset)
+    (crate::support::pack_file(repo, &loc.pack), loc.entry.offset)
 }
 
 fn pack_of(repo: &Path, file: &str) -> PathBuf {
@@ -96,7 +96,7 @@ fn read_data_subsets_cover_every_pack_and_stale_reads_only_unverified() {
     let env = Env::new();
     populated(&env);
     let repo = env.repo();
-    let total = coffer::repo::list_packs(&repo).unwrap().len() as u64;
+    let total = crate::support::pack_files(&repo).len() as u64;
     let mut read = 0;
     for n in 1..=3 {
         let o =

@@ -274,8 +274,11 @@ fn a_restore_past_a_bad_chunk_restores_every_other_file() {
         write(&src.join(format!("d{}/f{i:02}", i % 4)), &bytes(100 + i as u64, len));
     }
     s.env.backup_json(&[src.to_str().unwrap()]);
-    let pack = coffer::repo::list_packs(&s.env.repo()).unwrap().into_iter().next().unwrap();
-    let entries = coffer::pack::read_trailer(&pack).unwrap();
+    let pack = crate::support::pack_files(&s.env.repo()).into_iter().next().unwrap();
+    let id: coffer::id::PackId = pack.file_name().unwrap().to_str().unwrap().parse().unwrap();
+    let size = std::fs::metadata(&pack).unwrap().len();
+    let storage = coffer::storage::LocalStorage::open(&s.env.repo()).unwrap();
+    let entries = coffer::pack::read_trailer(&storage, &id, size).unwrap();
     let e = entries.iter().filter(|e| e.kind == coffer::pack::BlobKind::Data).nth(7).unwrap();
     let victim = sizes.iter().position(|&l| l == e.raw_len as usize).expect("a file of that size");
     let mut data = std::fs::read(&pack).unwrap();

@@ -12,8 +12,7 @@ const MIB: usize = 1024 * 1024;
 /// Every pack file with its size and mtime.
 fn packs(repo: &Path) -> BTreeMap<PathBuf, (u64, i64)> {
     use std::os::unix::fs::MetadataExt;
-    coffer::repo::list_packs(repo)
-        .unwrap()
+    crate::support::pack_files(repo)
         .into_iter()
         .map(|p| {
             let m = std::fs::metadata(&p).unwrap();

@@ -31,9 +31,8 @@ impl Craft {
             return id;
         }
         let (compression, stored) = coffer::pack::compress(raw, 3);
-        let root = self.repo.root.clone();
-        let w = self.pack.get_or_insert_with(|| PackWriter::create(&root).expect("pack writer"));
-        w.add(id, kind, compression, &stored, raw.len() as u32).expect("add blob");
+        let w = self.pack.get_or_insert_with(PackWriter::new);
+        w.add(id, kind, compression, &stored, raw.len() as u32);
         if w.size() >= 16 << 20 {
             self.flush();
         }
@@ -43,7 +42,7 @@ impl Craft {
     /// Seals the current pack and indexes it.
     pub fn flush(&mut self) {
         if let Some(w) = self.pack.take() {
-            let finished = w.finish().expect("finish pack");
+            let finished = w.finish(&*self.repo.storage).expect("finish pack");
             self.repo.index().expect("index").add_pack(&finished, 0).expect("index pack");
         }
     }

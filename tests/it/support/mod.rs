@@ -200,3 +200,23 @@ impl Drop for SmallFs {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// The file of pack `id` in the local repository `repo`.
+pub fn pack_file(repo: &Path, id: &coffer::id::PackId) -> PathBuf {
+    let storage = coffer::storage::LocalStorage::open(repo).expect("repository directory");
+    storage.file_of(coffer::storage::Kind::Packs, &id.to_hex()).expect("a pack id is a valid name")
+}
+
+/// Every pack file of the local repository `repo`, in name order.
+pub fn pack_files(repo: &Path) -> Vec<PathBuf> {
+    use coffer::storage::Storage;
+    let storage = coffer::storage::LocalStorage::open(repo).expect("repository directory");
+    let mut out: Vec<PathBuf> = storage
+        .list(coffer::storage::Kind::Packs)
+        .expect("list packs")
+        .into_iter()
+        .map(|o| storage.file_of(coffer::storage::Kind::Packs, &o.name).expect("listed name"))
+        .collect();
+    out.sort();
+    out
+}

@@ -248,6 +248,11 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         written?;
         captured
     });
+    // Write order: packs (durable), then the index objects naming them, then the manifest.
+    let outcome = outcome.and_then(|v| {
+        crate::catalog::write_uncovered(&mut *repo.index()?, &*repo.storage, now_secs)?;
+        Ok(v)
+    });
     let (components, problems) = match outcome {
         Ok(v) => v,
         Err(e) => {

@@ -27,3 +27,8 @@ pub fn parse(s: &str) -> Result<OffsetDateTime, String> {
 pub fn unix_nanos(t: OffsetDateTime) -> i128 {
     t.unix_timestamp_nanos()
 }
+
+/// Now, in whole seconds since the epoch (catalog bookkeeping times).
+pub fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}

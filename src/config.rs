@@ -10,7 +10,7 @@ use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"COFFRCFG";
 /// Repository format version written by this build, and the range it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkerConfig {
@@ -102,7 +102,7 @@ impl Config {
     }
 
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<Config> {
-        let (_, payload) = envelope::decode(path, "config", MAGIC, 1, FORMAT_VERSION, bytes)?;
+        let (_, payload) = envelope::decode(path, "config", MAGIC, FORMAT_VERSION, FORMAT_VERSION, bytes)?;
         let cfg: Config = serde_json::from_slice(payload)
             .map_err(|e| Error::corrupt(path, envelope::HEADER_LEN as u64, format!("config payload: {e}")))?;
         if crate::id::Id::from_hex(&cfg.chunk_key).is_none() {

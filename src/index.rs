@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// `PRAGMA user_version` of the schema this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +36,13 @@ CREATE TABLE IF NOT EXISTS chunks (
     compression INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
+CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS covered (
+    object TEXT NOT NULL,
+    pack INTEGER NOT NULL,
+    PRIMARY KEY (object, pack)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS covered_by_pack ON covered(pack);
 ";
 
 /// Chunk copies `verify` found damaged or missing, by chunk id and the pack of that copy.
@@ -60,8 +67,8 @@ pub struct Location {
 
 /// A connection to the catalog. One per thread (rusqlite connections are not `Sync`).
 pub struct Index {
-    path: PathBuf,
-    conn: Connection,
+    pub(crate) path: PathBuf,
+    pub(crate) conn: Connection,
 }
 
 /// A path as the file part of an SQLite URI: `%`, `?`, `#` and every byte outside printable
@@ -123,7 +130,7 @@ impl ChunkRow {
 
 /// What [`insert_pack`] does with a chunk that already has a row.
 #[derive(Clone, Copy)]
-enum Existing {
+pub(crate) enum Existing {
     /// Keep its first location (a backup: a concurrent run stored it too).
     Keep,
     /// Point it at the new pack (prune moved it there).
@@ -131,7 +138,7 @@ enum Existing {
 }
 
 /// Inserts a pack row (if new) and its chunks' rows inside `tx`. Returns the pack's row.
-fn insert_pack(tx: &rusqlite::Transaction, path: &Path, pack: &Finished, now: i64, existing: Existing) -> Result<i64> {
+pub(crate) fn insert_pack(tx: &Connection, path: &Path, pack: &Finished, now: i64, existing: Existing) -> Result<i64> {
     sql(
         path,
         tx.execute(
@@ -169,6 +176,25 @@ fn insert_pack(tx: &rusqlite::Transaction, path: &Path, pack: &Finished, now: i6
     Ok(n)
 }
 
+/// The entries the chunk rows pointing into pack row `n` give, in offset order (a row with
+/// values out of range is an error naming the catalog).
+pub(crate) fn rows_of_pack(conn: &Connection, path: &Path, n: i64) -> Result<Vec<Entry>> {
+    let mut st = sql(
+        path,
+        conn.prepare_cached(
+            "SELECT id, offset, stored_len, raw_len, kind, compression FROM chunks WHERE pack = ?1 ORDER BY offset",
+        ),
+    )?;
+    let rows = sql(path, st.query_map([n], ChunkRow::read))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let row = sql(path, r)?;
+        let bad = || Error::corrupt(path, 0, format!("bad chunk row in pack row {n}"));
+        out.push(ChunkId::from_slice(&row.key).and_then(|id| row.entry(id)).ok_or_else(bad)?);
+    }
+    Ok(out)
+}
+
 /// 128 random bits as hex: a catalog generation.
 fn random_generation() -> String {
     let mut b = [0u8; 16];
@@ -181,11 +207,11 @@ fn random_generation() -> String {
 }
 
 /// Gives the catalog a fresh generation (in the caller's transaction, if any).
-fn set_generation(conn: &Connection, path: &Path) -> Result<()> {
+pub(crate) fn set_generation(conn: &Connection, path: &Path) -> Result<()> {
     sql(path, conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?1)", [random_generation()])).map(|_| ())
 }
 
-fn sql<T>(path: &Path, r: rusqlite::Result<T>) -> Result<T> {
+pub(crate) fn sql<T>(path: &Path, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::index(path, e))
 }
 
@@ -740,6 +766,11 @@ pub struct Rewrite<'a> {
 }
 
 impl Rewrite<'_> {
+    /// The transaction, for the catalog's index-object bookkeeping ([`crate::catalog`]).
+    pub(crate) fn conn(&self) -> (&Connection, &Path) {
+        (&self.tx, &self.path)
+    }
+
     /// The needed chunks whose rows point into pack row `n`, in pack order.
     pub fn needed_entries(&self, n: i64) -> Result<Vec<Entry>> {
         let mut st = sql(
@@ -766,11 +797,9 @@ impl Rewrite<'_> {
 
     /// Drops pack row `n` and the rows of chunks still pointing into it (those not moved).
     pub fn remove_pack(&self, n: i64) -> Result<()> {
-        sql(&self.path, self.tx.execute("DELETE FROM chunks WHERE pack = ?1", [n]))?;
-        // Its damaged copies go with it; the record has nothing left to describe.
-        sql(&self.path, self.tx.execute("DELETE FROM damaged WHERE pack = (SELECT id FROM packs WHERE n = ?1)", [n]))?;
-        sql(&self.path, self.tx.execute("DELETE FROM packs WHERE n = ?1", [n])).map(|_| ())
+        crate::catalog::remove_pack_rows(&self.tx, &self.path, n)
     }
+
 
     /// Raises `meta.epoch`, writes a fresh `meta.generation` (files caches built before it
     /// are not used) and commits. Returns the new epoch.

@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod browse;
 pub mod capture;
+pub mod catalog;
 pub mod chunker;
 pub mod clock;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod filecache;
 pub mod id;
 pub mod index;
+pub mod indexobj;
 pub mod lock;
 pub mod mount;
 pub mod pack;

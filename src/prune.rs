@@ -217,7 +217,14 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
         return Err(Error::InvalidInput(format!("max_unused {} is outside 0..=1", opts.max_unused)));
     }
     repo.writable("prune")?;
+    if let Some(d) = repo.damaged_index.first() {
+        return Err(Error::Failed(format!(
+            "{} index object(s) could not be read, so which packs are in use is not known; run `coffer repair index` first ({d})",
+            repo.damaged_index.len()
+        )));
+    }
     let _lease = Lease::acquire(repo.storage.clone(), LeaseKind::Exclusive, "prune", notify)?;
+    repo.sync_catalog()?;
     if !opts.dry_run {
         repo.clean_tmp();
     }
@@ -300,6 +307,7 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     // 3 and 4. Repack inside the transaction; packs are durable before their rows go in.
     let mut new_rows: HashSet<i64> = HashSet::new();
     let mut old_files: Vec<PackId> = Vec::new();
+    let mut superseded: Vec<String> = Vec::new();
     if !plan.delete.is_empty() || !plan.repack.is_empty() {
         let rw = idx.begin_rewrite()?;
         let mut writer: Option<PackWriter> = None;
@@ -347,9 +355,14 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
             rw.remove_pack(u.n)?;
             old_files.push(u.id);
         }
+        // The new state's index objects are durable before the catalog commits to it; the
+        // ones they supersede go only after the commit, and the old packs after them.
+        let (conn, path) = rw.conn();
+        superseded = crate::catalog::consolidate(conn, path, &*repo.storage, opts.now)?;
         rep.epoch = rw.commit()?;
         rep.packs_repacked -= kept.len() as u64;
     }
+    crate::catalog::remove_objects(&*repo.storage, &superseded)?;
 
     // 5. Only now that no row names them: the old pack files, then old unindexed ones. A file
     // the committed index names is never deleted: a new pack can be byte-identical (same id)

@@ -1,13 +1,15 @@
-//! A repository on a local directory: its layout, opening and creating it, and reading
-//! chunks, trees and set manifests back.
+//! A repository: opening and creating it, and reading chunks, trees and set manifests back.
+//! Every repository byte goes through [`Repo::storage`]; the catalog is a local cache under
+//! the cache directory (`<cache>/<repository id>/index.sqlite`), brought in step with the
+//! repository's index objects at every open ([`crate::catalog::sync`]).
 //!
 //! ```text
 //! config          repository settings (written once, by init)
-//! index.sqlite    the catalog: a cache of what packs/ and sets/ say
-//! packs/xx/<id>   immutable pack files
-//! sets/<id>       immutable set manifests; their rename into place commits a set
+//! packs/xx/<id>   immutable packs
+//! index/<id>      immutable index objects: which pack holds which chunk
+//! sets/<id>       immutable set manifests; putting one commits a set
 //! locks/          leases held by running commands
-//! tmp/            files being written; never read as data
+//! tmp/            (local repositories) files being written; never read as data
 //! ```
 
 use crate::chunker::Hasher;
@@ -29,9 +31,13 @@ pub struct Repo {
     /// The repository can't be written (read-only media): it is read without leases, and
     /// `verify` does not record verification times.
     pub read_only: bool,
-    /// The repository's objects: the config, packs, set manifests and leases go through it;
-    /// the catalog (`index.sqlite`) follows in the next step of issue 11.
+    /// The repository's objects: every repository byte goes through it.
     pub storage: Arc<dyn Storage>,
+    /// The local catalog (a cache of the index objects).
+    catalog: PathBuf,
+    /// Index objects that could not be read at open (each error names its object): their
+    /// packs are unknown to the catalog, so prune refuses to run until `repair index`.
+    pub damaged_index: Vec<String>,
     /// One catalog connection per worker thread (connections are not `Sync`).
     indexes: Vec<Mutex<Option<Index>>>,
     /// Damaged manifests already warned about, so a command warns once per file.
@@ -42,8 +48,14 @@ impl Repo {
     pub fn config_path(root: &Path) -> PathBuf {
         root.join("config")
     }
+    /// The local catalog's file.
     pub fn index_path(&self) -> PathBuf {
-        self.root.join("index.sqlite")
+        self.catalog.clone()
+    }
+
+    /// Where the catalog of repository `repository_id` lives under `cache_root`.
+    pub fn catalog_path(cache_root: &Path, repository_id: &str) -> PathBuf {
+        cache_root.join(repository_id).join("index.sqlite")
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
@@ -72,49 +84,67 @@ impl Repo {
         if !(1..=22).contains(&compression_level) {
             return Err(Error::InvalidInput(format!("compression level {compression_level} is outside 1..=22")));
         }
-        for d in ["", "packs", "sets", "locks", "tmp"] {
+        for d in ["", "packs", "index", "sets", "locks", "tmp"] {
             crate::store::create_private_dirs(&root.join(d))?;
         }
         let mut random = [0u8; 48];
         getrandom::getrandom(&mut random)
             .map_err(|e| Error::Failed(format!("no randomness for the chunk key: {e}")))?;
         let config = Config::new(&random, compression_level, now);
-        Index::create(&root.join("index.sqlite"), &config.repository_id)?;
         // The config goes last: a directory is a repository only once it is complete.
         config.store(&LocalStorage::open(root)?)?;
         Repo::open(root)
     }
 
+    /// Opens the local repository at `root` with the default cache directory.
     pub fn open(root: &Path) -> Result<Repo> {
+        Repo::open_in(root, &crate::filecache::cache_root())
+    }
+
+    /// Opens the local repository at `root`, its catalog under `cache_root`.
+    pub fn open_in(root: &Path, cache_root: &Path) -> Result<Repo> {
         let meta = std::fs::metadata(root)
             .map_err(|e| Error::NotARepository { path: root.to_path_buf(), why: e.to_string() })?;
         if !meta.is_dir() {
             return Err(Error::NotARepository { path: root.to_path_buf(), why: "not a directory".into() });
         }
-        let cfg_path = Repo::config_path(root);
-        if !cfg_path.exists() {
+        if !Repo::config_path(root).exists() {
             return Err(Error::NotARepository { path: root.to_path_buf(), why: "no config file".into() });
         }
-        let storage = Arc::new(LocalStorage::open(root)?);
-        let config = Config::load(&*storage)?;
         for d in ["packs", "sets", "locks", "tmp"] {
-            let p = root.join(d);
-            if !p.is_dir() {
+            if !root.join(d).is_dir() {
                 return Err(Error::NotARepository { path: root.to_path_buf(), why: format!("missing {d}/ directory") });
             }
         }
+        let read_only = crate::sys::read_only(root);
+        Repo::open_storage(Arc::new(LocalStorage::open(root)?), cache_root, read_only)
+    }
+
+    /// Opens the repository in `storage`, its catalog under `cache_root`: the catalog is
+    /// created, or rebuilt when it is damaged or of another schema, and brought in step with
+    /// the repository's index objects.
+    pub fn open_storage(storage: Arc<dyn Storage>, cache_root: &Path, read_only: bool) -> Result<Repo> {
+        let config = Config::load(&*storage)?;
+        let catalog = Repo::catalog_path(cache_root, &config.repository_id);
+        let mut idx = crate::catalog::open_or_create(&catalog, &config.repository_id)?;
+        let synced = crate::catalog::sync(&mut idx, &*storage, crate::clock::now_secs())?;
+        let damaged_index: Vec<String> = synced.damaged.iter().map(|e| e.to_string()).collect();
+        for d in &damaged_index {
+            eprintln!("coffer: warning: damaged index object left out (run `coffer repair index`): {d}");
+        }
         let threads = rayon::current_num_threads().max(1) + 2;
         let repo = Repo {
-            root: root.to_path_buf(),
+            root: PathBuf::from(storage.location()),
             hasher: Hasher::new(config.key()),
             config,
-            read_only: crate::sys::read_only(root),
+            read_only,
             storage,
+            catalog,
+            damaged_index,
             indexes: (0..threads).map(|_| Mutex::new(None)).collect(),
             warned: Mutex::new(Default::default()),
         };
-        // Open one connection now so a damaged catalog is reported at open, not mid-run.
-        drop(repo.index()?);
+        *repo.indexes[threads - 1].lock().unwrap_or_else(|p| p.into_inner()) = Some(idx);
         Ok(repo)
     }
 
@@ -129,13 +159,19 @@ impl Repo {
         Ok(())
     }
 
+    /// Brings the catalog in step with the index objects again (a command that took its
+    /// lease after opening sees what finished in between).
+    pub fn sync_catalog(&self) -> Result<()> {
+        crate::catalog::sync(&mut *self.index()?, &*self.storage, crate::clock::now_secs()).map(|_| ())
+    }
+
     /// A catalog connection for the calling thread.
     pub fn index(&self) -> Result<IndexGuard<'_>> {
         let n = self.indexes.len();
         let slot = rayon::current_thread_index().map(|i| i % (n - 1)).unwrap_or(n - 1);
         let mut g = self.indexes[slot].lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
-            *g = Some(Index::open(&self.index_path(), &self.config.repository_id)?);
+            *g = Some(Index::open(&self.catalog, &self.config.repository_id)?);
         }
         Ok(IndexGuard(g))
     }
@@ -292,6 +328,7 @@ impl Repo {
                 adopted += 1;
             }
         }
+        // Adopted packs are uncovered: the backup's index objects will name them.
         Ok(adopted)
     }
 

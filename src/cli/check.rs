@@ -137,9 +137,14 @@ impl RepairIndexArgs {
             })?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let hasher = coffer::chunker::Hasher::new(cfg.key());
-        let done =
-            coffer::index::rebuild(&*storage, &repo.repo.join("index.sqlite"), &cfg.repository_id, &hasher, now)?;
-        line(&format!("rebuilt index from {} packs", done.packs));
+        let catalog = coffer::repo::Repo::catalog_path(&coffer::filecache::cache_root(), &cfg.repository_id);
+        if let Some(dir) = catalog.parent() {
+            coffer::store::create_private_dirs(dir)?;
+        }
+        let done = coffer::index::rebuild(&*storage, &catalog, &cfg.repository_id, &hasher, now)?;
+        let mut idx = coffer::index::Index::open(&catalog, &cfg.repository_id)?;
+        let objects = coffer::catalog::replace_all(&mut idx, &*storage, now)?;
+        line(&format!("rebuilt index from {} packs ({objects} index objects written)", done.packs));
         for e in &done.bad {
             eprintln!("coffer: pack with an unusable trailer: {e}");
         }

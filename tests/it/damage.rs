@@ -28,7 +28,7 @@ fn repo_str(env: &Env) -> String {
 
 /// The catalog location of the first chunk of `file` in set `set`.
 fn location(repo: &Path, set: &str, file: &str) -> coffer::index::Location {
-    let r = coffer::repo::Repo::open(repo).unwrap();
+    let r = crate::support::open_repo(repo);
     let (_, m) = r.resolve_set(set).unwrap();
     let (node, _) = coffer::browse::lookup(&r, &m, file).unwrap();
     let id = node.expect("a file").content[0].chunk_id();
@@ -122,7 +122,7 @@ fn a_full_read_checks_every_catalog_row_at_its_location() {
         assert_eq!(code, Some(0), "{msg}");
         let a = location(&env.repo(), "latest", "src/keep/a.bin");
         let other = location(&env.repo(), "latest", "src/lost.bin");
-        let idx = rusqlite::Connection::open(env.repo().join("index.sqlite")).unwrap();
+        let idx = rusqlite::Connection::open(crate::support::catalog_file(&env.repo())).unwrap();
         let id = a.entry.id.as_bytes().to_vec();
         match case {
             "wrong offset" => idx.execute("UPDATE chunks SET offset = offset + 1 WHERE id = ?1", [&id]).unwrap(),
@@ -160,7 +160,7 @@ fn after_repair_index_every_set_needing_a_lost_chunk_is_reported() {
     let first = env.backup_json(&[src.to_str().unwrap()])["set"].as_str().unwrap()[..8].to_string();
     let loc = location(&env.repo(), "latest", "src/big0.bin");
     let root_tree = {
-        let repo = coffer::repo::Repo::open(&env.repo()).unwrap();
+        let repo = crate::support::open_repo(&env.repo());
         let (_, m) = repo.resolve_set("latest").unwrap();
         let loc = repo.index().unwrap().lookup(&m.components[0].root.as_chunk()).unwrap().unwrap();
         loc
@@ -318,7 +318,7 @@ fn verify_walks_a_tree_200000_levels_deep_without_recursion() {
     let src = small_source(&env);
     env.init();
     env.backup_json(&[src.to_str().unwrap()]);
-    let repo = coffer::repo::Repo::open(&env.repo()).unwrap();
+    let repo = crate::support::open_repo(&env.repo());
     let (_, mut m) = repo.resolve_set("latest").unwrap();
     // A chain of directories, each holding only the next, built bottom-up.
     let mut w = coffer::pack::PackWriter::new();
@@ -344,6 +344,7 @@ fn verify_walks_a_tree_200000_levels_deep_without_recursion() {
     }
     let pack = w.finish(&*repo.storage).unwrap();
     repo.index().unwrap().add_pack(&pack, 0).unwrap();
+    coffer::catalog::write_uncovered(&mut repo.index().unwrap(), &*repo.storage, 0).unwrap();
     m.components[0].root = below;
     let deep = repo.commit_manifest(&m).unwrap();
     drop(repo);

@@ -259,12 +259,15 @@ fn bad_repositories_give_clear_errors_naming_the_file() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("config") && stderr(&o).contains("truncated"), "{}", stderr(&o));
 
-    // A newer format version.
-    let mut newer = good.clone();
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
-    std::fs::write(&cfg, &newer).unwrap();
-    let o = env.run(&["sets", "--repo", repo.to_str().unwrap()]);
-    assert!(stderr(&o).contains("version 2 is not supported"), "{}", stderr(&o));
+    // A newer format version, and a version-1 repository (the catalog lived inside it).
+    for version in [3u32, 1] {
+        let mut other = good.clone();
+        other[8..12].copy_from_slice(&version.to_le_bytes());
+        std::fs::write(&cfg, &other).unwrap();
+        let o = env.run(&["sets", "--repo", repo.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains(&format!("version {version} is not supported")), "{}", stderr(&o));
+    }
     std::fs::write(&cfg, &good).unwrap();
 
     // A corrupt pack: restore restores what it can and fails (exit 4, damage) naming the pack,

@@ -35,7 +35,7 @@ fn set_files(repo: &Path) -> Vec<String> {
 }
 
 fn epoch(repo: &Path) -> i64 {
-    coffer::repo::Repo::open(repo).unwrap().index().unwrap().epoch().unwrap()
+    crate::support::open_repo(repo).index().unwrap().epoch().unwrap()
 }
 
 fn json(out: &str) -> serde_json::Value {
@@ -387,7 +387,7 @@ fn old_unindexed_packs_are_deleted_but_never_one_the_index_names() {
     write(&stray, b"not a pack, and nobody names it");
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let r = coffer::repo::Repo::open(&repo).unwrap();
+    let r = crate::support::open_repo(&repo);
     // Young unindexed packs are left alone (a writer may still be about to index them)…
     let mut opts = coffer::prune::Options::new(now);
     opts.dry_run = true;
@@ -413,7 +413,7 @@ fn prune_refuses_to_run_when_a_set_names_a_chunk_the_index_lacks() {
     let (env, repo, _) = two_nights();
     env.ok(&["forget", "--repo", repo.to_str().unwrap(), "--keep-last", "1"]);
     // A damaged catalog: one chunk of the kept set has lost its row.
-    let db = rusqlite::Connection::open(repo.join("index.sqlite")).unwrap();
+    let db = rusqlite::Connection::open(crate::support::catalog_file(&repo)).unwrap();
     assert_eq!(
         db.execute("DELETE FROM chunks WHERE id = (SELECT id FROM chunks WHERE kind = 0 LIMIT 1)", []).unwrap(),
         1

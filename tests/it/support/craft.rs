@@ -22,7 +22,7 @@ pub struct Craft {
 impl Craft {
     /// Opens the repository at `root` (already `init`ed).
     pub fn open(root: &Path) -> Craft {
-        Craft { repo: Repo::open(root).expect("open repository"), pack: None, stored: HashSet::new() }
+        Craft { repo: super::open_repo(root), pack: None, stored: HashSet::new() }
     }
 
     fn blob(&mut self, kind: BlobKind, raw: &[u8]) -> ChunkId {
@@ -43,7 +43,9 @@ impl Craft {
     pub fn flush(&mut self) {
         if let Some(w) = self.pack.take() {
             let finished = w.finish(&*self.repo.storage).expect("finish pack");
-            self.repo.index().expect("index").add_pack(&finished, 0).expect("index pack");
+            let mut idx = self.repo.index().expect("index");
+            idx.add_pack(&finished, 0).expect("index pack");
+            coffer::catalog::write_uncovered(&mut idx, &*self.repo.storage, 0).expect("index object");
         }
     }
 

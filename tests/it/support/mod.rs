@@ -220,3 +220,15 @@ pub fn pack_files(repo: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Opens the repository `repo` through the library with the cache the binary uses in an
+/// [`Env`] (`cache/` beside the repository), so both see one catalog.
+pub fn open_repo(repo: &Path) -> coffer::repo::Repo {
+    let cache = repo.parent().expect("a repository path has a parent").join("cache");
+    coffer::repo::Repo::open_in(repo, &cache).expect("open repository")
+}
+
+/// The local catalog file of `repo` in an [`Env`]'s cache.
+pub fn catalog_file(repo: &Path) -> PathBuf {
+    open_repo(repo).index_path()
+}

@@ -200,7 +200,8 @@ fn add_object(conn: &Connection, path: &Path, name: &str, packs: &[Finished], no
 /// tells files caches that chunks went away). Returns whether any pack was dropped.
 fn drop_object(conn: &Connection, path: &Path, name: &str) -> Result<bool> {
     let mut st = sql(path, conn.prepare("SELECT pack FROM covered WHERE object = ?1"))?;
-    let packs: Vec<i64> = sql(path, st.query_map([name], |r| r.get(0)))?.map(|r| sql(path, r)).collect::<Result<_>>()?;
+    let packs: Vec<i64> =
+        sql(path, st.query_map([name], |r| r.get(0)))?.map(|r| sql(path, r)).collect::<Result<_>>()?;
     sql(path, conn.execute("DELETE FROM covered WHERE object = ?1", [name]))?;
     sql(path, conn.execute("DELETE FROM index_objects WHERE name = ?1", [name]))?;
     let mut dropped = false;
@@ -234,11 +235,13 @@ fn uncovered(conn: &Connection, path: &Path) -> Result<Vec<(i64, PackId, u64)>> 
         path,
         conn.prepare("SELECT n, id, size FROM packs WHERE NOT EXISTS (SELECT 1 FROM covered c WHERE c.pack = packs.n) ORDER BY n"),
     )?;
-    let rows = sql(path, st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))))?;
+    let rows =
+        sql(path, st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))))?;
     let mut out = Vec::new();
     for r in rows {
         let (n, id, size) = sql(path, r)?;
-        let id = PackId::from_slice(&id).ok_or_else(|| Error::corrupt(path, 0, format!("bad pack id in pack row {n}")))?;
+        let id =
+            PackId::from_slice(&id).ok_or_else(|| Error::corrupt(path, 0, format!("bad pack id in pack row {n}")))?;
         out.push((n, id, size as u64));
     }
     Ok(out)
@@ -247,13 +250,142 @@ fn uncovered(conn: &Connection, path: &Path) -> Result<Vec<(i64, PackId, u64)>> 
 /// Every pack in the catalog with the entries its chunk rows give.
 fn all_packs(conn: &Connection, path: &Path) -> Result<Vec<Finished>> {
     let mut st = sql(path, conn.prepare("SELECT n, id, size FROM packs ORDER BY id"))?;
-    let rows = sql(path, st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))))?;
+    let rows =
+        sql(path, st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))))?;
     let mut out = Vec::new();
     for r in rows {
         let (n, id, size) = sql(path, r)?;
-        let id = PackId::from_slice(&id).ok_or_else(|| Error::corrupt(path, 0, format!("bad pack id in pack row {n}")))?;
+        let id =
+            PackId::from_slice(&id).ok_or_else(|| Error::corrupt(path, 0, format!("bad pack id in pack row {n}")))?;
         let entries = crate::index::rows_of_pack(conn, path, n)?;
         out.push(Finished { id, size: size as u64, entries });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{ChunkId, Id};
+    use crate::pack::{BlobKind, Compression, PackWriter};
+    use crate::storage::MemStorage;
+
+    fn cid(i: u8) -> ChunkId {
+        ChunkId(Id(*blake3::hash(&[i]).as_bytes()))
+    }
+
+    /// Stores a real pack holding chunks `ids` (100 raw bytes each).
+    fn pack(storage: &dyn Storage, ids: &[u8]) -> Finished {
+        let mut w = PackWriter::new();
+        for &i in ids {
+            w.add(cid(i), BlobKind::Data, Compression::None, &[i; 100], 100);
+        }
+        w.finish(storage).unwrap()
+    }
+
+    fn catalog(dir: &Path, name: &str) -> Index {
+        Index::create(&dir.join(name), "r").unwrap()
+    }
+
+    fn where_is(idx: &Index, i: u8) -> Option<PackId> {
+        idx.lookup(&cid(i)).unwrap().map(|l| l.pack)
+    }
+
+    #[test]
+    fn a_fresh_catalog_learns_every_pack_from_the_index_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MemStorage::new();
+        let (p1, p2) = (pack(&s, &[1, 2]), pack(&s, &[2, 3]));
+        let mut writer = catalog(dir.path(), "a.sqlite");
+        writer.add_pack(&p1, 0).unwrap();
+        writer.add_pack(&p2, 0).unwrap();
+        assert_eq!(write_uncovered(&mut writer, &s, 0).unwrap(), 1);
+        assert_eq!(write_uncovered(&mut writer, &s, 0).unwrap(), 0, "nothing is uncovered any more");
+        assert_eq!(s.list(Kind::Index).unwrap().len(), 1);
+
+        let mut fresh = catalog(dir.path(), "b.sqlite");
+        let done = sync(&mut fresh, &s, 0).unwrap();
+        assert_eq!((done.added, done.dropped, done.damaged.len()), (1, 0, 0));
+        assert_eq!(where_is(&fresh, 1), Some(p1.id));
+        assert_eq!(where_is(&fresh, 3), Some(p2.id));
+        // The trailer's full entry list went into the object: chunk 2 is in both packs.
+        let objects = s.list(Kind::Index).unwrap();
+        let named = read_object(&s, &objects[0].name).unwrap();
+        assert_eq!(named.iter().map(|p| p.entries.len()).sum::<usize>(), 4);
+        let again = sync(&mut fresh, &s, 0).unwrap();
+        assert_eq!((again.added, again.dropped), (0, 0), "a second sync reads nothing");
+    }
+
+    #[test]
+    fn a_vanished_object_drops_only_what_no_other_object_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MemStorage::new();
+        let (p1, p2) = (pack(&s, &[1, 2]), pack(&s, &[2, 3]));
+        let mut a = catalog(dir.path(), "a.sqlite");
+        a.add_pack(&p1, 0).unwrap();
+        write_uncovered(&mut a, &s, 0).unwrap();
+        a.add_pack(&p2, 0).unwrap();
+        write_uncovered(&mut a, &s, 0).unwrap();
+        let mut b = catalog(dir.path(), "b.sqlite");
+        sync(&mut b, &s, 0).unwrap();
+        let generation = b.generation().unwrap();
+        // Elsewhere, a prune drops the pack the catalog found chunk 2 in first: its object
+        // goes, the one naming the other pack stays.
+        let (gone, kept, only_gone, only_kept) =
+            if where_is(&b, 2) == Some(p1.id) { (&p1, &p2, 1, 3) } else { (&p2, &p1, 3, 1) };
+        let name = indexobj::encode_all(std::slice::from_ref(gone)).remove(0).name;
+        s.remove(Kind::Index, &name).unwrap();
+        let done = sync(&mut b, &s, 0).unwrap();
+        assert_eq!(done.dropped, 1);
+        assert_eq!(where_is(&b, only_gone), None, "only the vanished object named it");
+        assert_eq!(where_is(&b, 2), Some(kept.id), "chunk 2 is found in the pack that is left");
+        assert_eq!(where_is(&b, only_kept), Some(kept.id));
+        assert_ne!(b.generation().unwrap(), generation, "files caches must not trust the old state");
+    }
+
+    #[test]
+    fn an_uncovered_pack_that_vanished_is_dropped_and_a_damaged_object_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MemStorage::new();
+        let p1 = pack(&s, &[1]);
+        let mut a = catalog(dir.path(), "a.sqlite");
+        a.add_pack(&p1, 0).unwrap();
+        s.remove(Kind::Packs, &p1.id.to_hex()).unwrap();
+        sync(&mut a, &s, 0).unwrap();
+        assert_eq!(where_is(&a, 1), None, "a pack of a killed run that a prune removed since");
+
+        let p2 = pack(&s, &[2]);
+        a.add_pack(&p2, 0).unwrap();
+        write_uncovered(&mut a, &s, 0).unwrap();
+        let name = s.list(Kind::Index).unwrap().remove(0).name;
+        s.poke(Kind::Index, &name, b"garbage".to_vec());
+        let mut b = catalog(dir.path(), "b.sqlite");
+        let done = sync(&mut b, &s, 0).unwrap();
+        assert_eq!(done.damaged.len(), 1);
+        let msg = done.damaged[0].to_string();
+        assert!(msg.contains(&format!("index/{name}")) && msg.contains("does not match its name"), "{msg}");
+        assert_eq!(where_is(&b, 2), None);
+    }
+
+    #[test]
+    fn consolidation_replaces_every_object_with_the_catalogs_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MemStorage::new();
+        let mut a = catalog(dir.path(), "a.sqlite");
+        for ids in [[1u8, 2], [3, 4], [5, 6]] {
+            let p = pack(&s, &ids);
+            a.add_pack(&p, 0).unwrap();
+            write_uncovered(&mut a, &s, 0).unwrap();
+        }
+        // A stray object nobody knows about is superseded too.
+        let stray = indexobj::encode_all(&[pack(&s, &[9])]).remove(0);
+        s.put(Kind::Index, &stray.name, &stray.bytes).unwrap();
+        assert_eq!(s.list(Kind::Index).unwrap().len(), 4);
+        assert_eq!(replace_all(&mut a, &s, 0).unwrap(), 1);
+        assert_eq!(s.list(Kind::Index).unwrap().len(), 1);
+        let mut b = catalog(dir.path(), "b.sqlite");
+        sync(&mut b, &s, 0).unwrap();
+        assert!((1..=6).all(|i| where_is(&b, i).is_some()));
+        assert_eq!(where_is(&b, 9), None, "only what the catalog held is named");
+    }
 }

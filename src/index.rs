@@ -800,7 +800,6 @@ impl Rewrite<'_> {
         crate::catalog::remove_pack_rows(&self.tx, &self.path, n)
     }
 
-
     /// Raises `meta.epoch`, writes a fresh `meta.generation` (files caches built before it
     /// are not used) and commits. Returns the new epoch.
     pub fn commit(self) -> Result<i64> {

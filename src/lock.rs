@@ -197,8 +197,20 @@ impl Lease {
             std::process::id(),
             u64::from_le_bytes(rnd)
         );
-        storage.put(Kind::Locks, &name, &info.encode())?;
-        for l in list(&*storage)? {
+        if let Err(e) = storage.put(Kind::Locks, &name, &info.encode()) {
+            // The put may have landed with its reply lost: a lease left behind would block
+            // every other command until it is stale.
+            let _ = storage.remove(Kind::Locks, &name);
+            return Err(e);
+        }
+        let listed = match list(&*storage) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = storage.remove(Kind::Locks, &name);
+                return Err(e);
+            }
+        };
+        for l in listed {
             if l.name == name {
                 continue;
             }

@@ -34,10 +34,10 @@ use crate::index::{Index, PackUsage};
 use crate::lock::{Lease, LeaseKind};
 use crate::pack::{self, PackWriter};
 use crate::repo::Repo;
+use crate::storage::Kind;
 use crate::tree::NodeKind;
 use crate::treewalk::{self, Limits, Origin, Step};
 use std::collections::HashSet;
-use crate::storage::Kind;
 use std::time::Instant;
 
 /// Default `max_unused`: leave at most 5% of the repository's pack bytes unneeded.

@@ -87,13 +87,35 @@ impl Repo {
         for d in ["", "packs", "index", "sets", "locks", "tmp"] {
             crate::store::create_private_dirs(&root.join(d))?;
         }
+        // The config goes last: a directory is a repository only once it is complete.
+        Repo::init_storage(
+            Arc::new(LocalStorage::open(root)?),
+            compression_level,
+            now,
+            &crate::filecache::cache_root(),
+        )?;
+        Repo::open(root)
+    }
+
+    /// Creates a repository in `storage`, which must hold no config yet, and opens it with
+    /// its catalog under `cache_root`.
+    pub fn init_storage(
+        storage: Arc<dyn Storage>,
+        compression_level: i32,
+        now: String,
+        cache_root: &Path,
+    ) -> Result<Repo> {
+        if storage.size(Kind::Config, Config::NAME)?.is_some() {
+            return Err(Error::InvalidInput(format!("{}: already a coffer repository", storage.location())));
+        }
+        if !(1..=22).contains(&compression_level) {
+            return Err(Error::InvalidInput(format!("compression level {compression_level} is outside 1..=22")));
+        }
         let mut random = [0u8; 48];
         getrandom::getrandom(&mut random)
             .map_err(|e| Error::Failed(format!("no randomness for the chunk key: {e}")))?;
-        let config = Config::new(&random, compression_level, now);
-        // The config goes last: a directory is a repository only once it is complete.
-        config.store(&LocalStorage::open(root)?)?;
-        Repo::open(root)
+        Config::new(&random, compression_level, now).store(&*storage)?;
+        Repo::open_storage(storage, cache_root, false)
     }
 
     /// Opens the local repository at `root` with the default cache directory.

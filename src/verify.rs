@@ -10,8 +10,8 @@
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, SetId, TreeId};
 use crate::repo::Repo;
-use crate::storage::{object_path, Kind};
 use crate::set::Manifest;
+use crate::storage::{object_path, Kind};
 use crate::tree::NodeKind;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -314,7 +314,9 @@ fn read_whole_pack(
     }
     let trailer = match crate::pack::decode_trailer(path, data.len() as u64, &data) {
         Ok(crate::pack::TrailerRead::Done(entries)) => Ok(entries),
-        Ok(crate::pack::TrailerRead::NeedTail(_)) => Err(Error::corrupt(path, 0, "pack trailer length is inconsistent")),
+        Ok(crate::pack::TrailerRead::NeedTail(_)) => {
+            Err(Error::corrupt(path, 0, "pack trailer length is inconsistent"))
+        }
         Err(e) => Err(e),
     };
     read.problem = match trailer {

@@ -131,10 +131,12 @@ impl RepairIndexArgs {
         if coffer::sys::read_only(&repo.repo) {
             bail!("{}: the repository is on read-only storage (or not writable by this user); `repair index` needs to write to it", repo.repo.display());
         }
-        let _lease =
-            coffer::lock::Lease::acquire(storage.clone(), coffer::lock::LeaseKind::Exclusive, "repair index", &mut |m| {
-                eprintln!("coffer: {m}")
-            })?;
+        let _lease = coffer::lock::Lease::acquire(
+            storage.clone(),
+            coffer::lock::LeaseKind::Exclusive,
+            "repair index",
+            &mut |m| eprintln!("coffer: {m}"),
+        )?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let hasher = coffer::chunker::Hasher::new(cfg.key());
         let catalog = coffer::repo::Repo::catalog_path(&coffer::filecache::cache_root(), &cfg.repository_id);

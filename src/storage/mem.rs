@@ -60,7 +60,11 @@ impl Storage for MemStorage {
             .lock()
             .iter()
             .filter(|((k, _), _)| *k == kind)
-            .map(|((_, name), (modified, b))| ObjectInfo { name: name.clone(), size: b.len() as u64, modified: *modified })
+            .map(|((_, name), (modified, b))| ObjectInfo {
+                name: name.clone(),
+                size: b.len() as u64,
+                modified: *modified,
+            })
             .collect())
     }
 

@@ -272,10 +272,8 @@ fn bad_repositories_give_clear_errors_naming_the_file() {
 
     // A corrupt pack: restore restores what it can and fails (exit 4, damage) naming the pack,
     // without a panic.
-    let pack = crate::support::pack_files(&repo)
-        .into_iter()
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack =
+        crate::support::pack_files(&repo).into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
     let mut data = std::fs::read(&pack).unwrap();
     data[100] ^= 0xff;
     std::fs::write(&pack, &data).unwrap();

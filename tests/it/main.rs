@@ -1,6 +1,7 @@
 //! The integration-test binary: drives the real `coffer` binary and the library against
 //! real directories, a real PostgreSQL server and real tools.
 mod cache_trust;
+mod catalog_cache;
 mod damage;
 mod engine;
 mod faults;
@@ -12,4 +13,5 @@ mod private;
 mod prune;
 mod sets;
 mod special;
+mod storage_v2;
 mod support;

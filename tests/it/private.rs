@@ -52,6 +52,8 @@ fn a_new_repository_and_its_cache_are_owner_only() {
     let cache = env.path("cache");
     assert!(walk(&cache).iter().any(|p| p.to_string_lossy().contains("files-")), "no files cache was written");
     assert!(walk(&repo.join("packs")).iter().any(|p| p.is_file()), "no pack was written");
+    assert!(walk(&repo.join("index")).iter().any(|p| p.is_file()), "no index object was written");
+    assert!(walk(&cache).iter().any(|p| p.ends_with("index.sqlite")), "no catalog in the cache");
     for root in [&repo, &cache] {
         let open = open_to_others(root);
         assert!(open.is_empty(), "readable by group or others under {}: {open:#?}", root.display());

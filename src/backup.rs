@@ -115,6 +115,9 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     let notify = opts.notify.clone();
     repo.writable("backup")?;
     let _lease = Lease::acquire(repo.storage.clone(), LeaseKind::Shared, "backup", &mut |m| notify(m))?;
+    // A prune elsewhere may have finished between opening and the lease: dedup must not
+    // count on packs it removed.
+    repo.sync_catalog()?;
     repo.clean_tmp();
     let started = opts.clock.now();
     let adopted = repo.adopt_unindexed_packs(started.unix_timestamp())?;

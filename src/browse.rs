@@ -67,6 +67,7 @@ pub fn lookup(repo: &Repo, m: &Manifest, path: &str) -> Result<(Option<Node>, Op
 /// Lists `path` (or every component when `None`) recursively, calling `f` per entry. The walk
 /// is bounded by what the manifest declares for the component ([`Limits::declared`]).
 pub fn list(repo: &Repo, m: &Manifest, path: Option<&str>, f: &mut dyn FnMut(Listed) -> Result<()>) -> Result<()> {
+    let _lease = crate::lock::Lease::acquire_reader(repo, "ls", &mut |m| eprintln!("coffer: {m}"))?;
     let roots: Vec<Vec<String>> = match path {
         Some(p) => vec![crate::restore::split_path(p)?.into_iter().map(String::from).collect()],
         None => m.components.iter().map(|c| vec![c.name.clone()]).collect(),

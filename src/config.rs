@@ -14,7 +14,7 @@ pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkerConfig {
-    /// Always "fastcdc-v2020" in format version 1.
+    /// Always "fastcdc-v2020" (format versions 1 and 2).
     pub algorithm: String,
     pub min_size: u32,
     pub avg_size: u32,
@@ -60,7 +60,7 @@ impl ChunkerConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompressionConfig {
-    /// "zstd" in format version 1.
+    /// "zstd" (format versions 1 and 2).
     pub algorithm: String,
     pub level: i32,
 }

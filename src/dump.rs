@@ -63,6 +63,7 @@ struct Dumper<'a> {
 
 /// Writes `path` (`component[/sub/path]`, or the whole set when `None`) of a set to `out`.
 pub fn dump(repo: &Repo, m: &Manifest, path: Option<&str>, out: &mut dyn Write) -> Result<Report> {
+    let _lease = crate::lock::Lease::acquire_reader(repo, "dump", &mut |m| eprintln!("coffer: {m}"))?;
     let mut d = Dumper { repo, out, report: Report::default(), links: Default::default() };
     match path {
         None => {

@@ -1,9 +1,10 @@
 //! The SQLite catalog `index.sqlite`: which pack holds each chunk, and what packs exist.
 //!
-//! It is a cache of what the packs' trailers say and can always be rebuilt from them
-//! ([`rebuild`]). It is never loaded whole into memory: lookups go to SQLite, fronted by an
+//! It is a local cache (under the cache directory) of the repository's index objects, kept in
+//! step by [`crate::catalog`]; `repair index` rebuilds it from the packs' trailers
+//! ([`rebuild`]) and rewrites the index objects from it. It is never loaded whole into memory: lookups go to SQLite, fronted by an
 //! in-memory [`Filter`] that answers "certainly not stored" for most new chunks. Rows for a
-//! pack are inserted only after the pack is durable (packs → index → manifest).
+//! pack are inserted only after the pack is durable (packs → index objects → manifest).
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, PackId};

@@ -143,6 +143,7 @@ pub fn order_violations(id: &SetId, m: &Manifest) -> Vec<String> {
 }
 
 pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
+    let _lease = crate::lock::Lease::acquire_reader(repo, "verify", &mut |m| eprintln!("coffer: {m}"))?;
     let mut rep = Report::default();
     // Manifests: each read on its own so one bad file does not hide the others.
     let (sets, damaged) = repo.list_sets_checked()?;

@@ -1,7 +1,7 @@
 //! `sets`, `ls` and `stats`: list restore points, list a set's contents, repository statistics.
 
 use super::output::{bytes, line};
-use super::{json_line, open, reader_lease, RepoArg};
+use super::{json_line, open, RepoArg};
 use anyhow::Result;
 
 #[derive(clap::Args)]
@@ -74,7 +74,6 @@ impl LsArgs {
     pub fn run(self) -> Result<i32> {
         let LsArgs { repo, set, path, json } = self;
         let r = open(&repo)?;
-        let _lease = reader_lease(&r, "ls")?;
         let (_, m) = r.resolve_set(&set)?;
         coffer::browse::list(&r, &m, path.as_deref(), &mut |e| {
             if json {

@@ -1,7 +1,7 @@
 //! `verify`, `repair` and `unlock`: check sets are restorable, rebuild the index, clear stale leases.
 
 use super::output::{self, bytes, line};
-use super::{json_line, open, reader_lease, RepoArg, EXIT_DAMAGE};
+use super::{json_line, open, RepoArg, EXIT_DAMAGE};
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use coffer::repo::Repo;
@@ -79,7 +79,6 @@ impl VerifyArgs {
             }
             return Ok(if rep.is_ok() && order.is_empty() { 0 } else { EXIT_DAMAGE });
         }
-        let _lease = reader_lease(&r, "verify")?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let progress = std::sync::Arc::new(coffer::verify::Progress::default());
         let shown = output::Progress::verify(progress.clone(), json);
@@ -112,7 +111,7 @@ impl RepairArgs {
 
 #[derive(Subcommand)]
 pub enum RepairCmd {
-    /// Rebuild index.sqlite from the packs' trailers.
+    /// Rebuild the local catalog from the packs' trailers and rewrite the index objects from it.
     Index(RepairIndexArgs),
 }
 

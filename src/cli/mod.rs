@@ -104,11 +104,6 @@ fn open(r: &RepoArg) -> Result<Repo> {
     Ok(Repo::open(&r.repo)?)
 }
 
-/// The shared lease of a command that only reads (none on read-only storage).
-fn reader_lease(r: &Repo, command: &str) -> Result<Option<coffer::lock::Lease>> {
-    Ok(coffer::lock::Lease::acquire_reader(r, command, &mut |m| eprintln!("coffer: {m}"))?)
-}
-
 fn json_line(v: &serde_json::Value) {
     line(&serde_json::to_string(v).expect("json"));
 }

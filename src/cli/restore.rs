@@ -1,7 +1,7 @@
 //! `restore`, `mount` and `dump`: get files back out of a set (+ the after-restore checklist).
 
 use super::output::{self, bytes};
-use super::{json_line, open, reader_lease, RepoArg};
+use super::{json_line, open, RepoArg};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -59,7 +59,6 @@ impl RestoreArgs {
             json,
         } = self;
         let r = open(&repo)?;
-        let _lease = reader_lease(&r, "restore")?;
         let (id, m) = r.resolve_set(&set)?;
         if let Some(c) = &component {
             if m.component(c).is_none() {
@@ -178,7 +177,6 @@ impl DumpArgs {
     pub fn run(self) -> Result<i32> {
         let DumpArgs { repo, set, path } = self;
         let r = open(&repo)?;
-        let _lease = reader_lease(&r, "dump")?;
         let (_, m) = r.resolve_set(&set)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         match coffer::dump::dump(&r, &m, path.as_deref(), &mut out) {

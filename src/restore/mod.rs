@@ -243,6 +243,7 @@ struct DirMeta {
 /// restored because a chunk or tree was missing or damaged (everything else is restored); an
 /// `Err` for anything that stops the whole restore (the target, a hostile tree, a write error).
 pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) -> Result<Report> {
+    let _lease = crate::lock::Lease::acquire_reader(repo, "restore", &mut |m| eprintln!("coffer: {m}"))?;
     let t0 = std::time::Instant::now();
     let selections: Vec<Vec<&str>> = opts.paths.iter().map(|p| split_path(p)).collect::<Result<_>>()?;
     for s in &selections {

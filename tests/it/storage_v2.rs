@@ -202,12 +202,12 @@ fn a_put_or_read_failing_at_any_step_of_a_prune_leaves_the_kept_set_restorable()
                     check_error(e, &what);
                     failed += 1;
                 }
-                assert_eq!(still_whole(mem.clone(), &s, &what), 1, "{what}");
                 // The failed command's process ends: a lease it could not remove is then stale
                 // (its pid is gone). Here the pid lives on, so the lease is removed by hand.
                 for l in mem.list(Kind::Locks).unwrap() {
                     mem.remove(Kind::Locks, &l.name).unwrap();
                 }
+                assert_eq!(still_whole(mem.clone(), &s, &what), 1, "{what}");
                 // And the next prune, without faults, finishes the job.
                 let cache = tempfile::tempdir().unwrap();
                 let repo = Repo::open_storage(mem.clone(), cache.path(), false).unwrap();

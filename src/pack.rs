@@ -415,7 +415,13 @@ impl Default for PackWriter {
 
 impl PackWriter {
     pub fn new() -> PackWriter {
-        let mut bytes = Vec::with_capacity(1 << 20);
+        PackWriter::with_capacity(1 << 20)
+    }
+
+    /// A writer whose buffer holds `bytes` without growing (a pack of the target size plus
+    /// one blob and its trailer: no copy of a half-built pack while it is filled).
+    pub fn with_capacity(bytes: usize) -> PackWriter {
+        let mut bytes = Vec::with_capacity(bytes.max(HEADER_LEN as usize));
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&VERSION.to_le_bytes());
         PackWriter { bytes, entries: Vec::new() }

@@ -216,7 +216,8 @@ pub fn write_packs(
     now: i64,
 ) -> Result<Vec<PackId>> {
     std::thread::scope(|scope| {
-        let (seal_tx, seal_rx) = crossbeam_channel::bounded::<pack::Closed>(2);
+        // Packs are built in memory: one filling, one queued and one being stored at most.
+        let (seal_tx, seal_rx) = crossbeam_channel::bounded::<pack::Closed>(1);
         let sealer = scope.spawn(move || -> Result<Vec<PackId>> {
             let mut written = Vec::new();
             let mut failed = None;
@@ -239,7 +240,7 @@ pub fn write_packs(
             for blob in rx.iter() {
                 let w = match current.as_mut() {
                     Some(w) => w,
-                    None => current.insert(PackWriter::new()),
+                    None => current.insert(PackWriter::with_capacity(target as usize + (2 << 20))),
                 };
                 w.add(blob.id, blob.kind, blob.compression, &blob.stored, blob.raw_len);
                 if w.size() >= target {

@@ -113,3 +113,43 @@ fn two_machines_back_up_into_one_repository_and_see_each_others_prunes() {
     // And machine B restores with its own (synced) catalog.
     restores_to(&cache_b, r, &newest(&cache_b, r, "beta"), &src_b, &env.path("out-b2"));
 }
+
+#[test]
+fn every_command_works_after_the_catalog_is_deleted() {
+    let env = Env::new();
+    let src = env.path("docs");
+    for i in 0..10u64 {
+        write(&src.join(format!("f{i}")), &bytes(i, 60_000));
+    }
+    env.init();
+    let r = env.repo();
+    let r = r.to_str().unwrap();
+    env.ok(&["backup", "--repo", r, src.to_str().unwrap()]);
+    write(&src.join("f3"), &bytes(33, 70_000));
+    let cat = crate::support::catalog_file(&env.repo());
+    let lose = || {
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", cat.display()));
+        }
+        assert!(!cat.exists());
+    };
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["backup", "--repo", r, src.to_str().unwrap()],
+        vec!["sets", "--repo", r],
+        vec!["ls", "--repo", r, "latest", "docs"],
+        vec!["stats", "--repo", r],
+        vec!["verify", "--repo", r, "--read-data"],
+        vec!["forget", "--repo", r, "--keep-last", "1", "--prune"],
+        vec!["repair", "index", "--repo", r],
+    ];
+    for args in &commands {
+        lose();
+        env.ok(args);
+    }
+    lose();
+    let dumped = env.run(&["dump", "--repo", r, "latest", "docs/f3"]);
+    assert!(dumped.status.success(), "{}", stderr(&dumped));
+    assert_eq!(dumped.stdout, bytes(33, 70_000));
+    lose();
+    restores_to(&env.path("cache"), r, "latest", &src, &env.path("out"));
+}

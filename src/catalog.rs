@@ -276,9 +276,9 @@ mod tests {
 
     /// Stores a real pack holding chunks `ids` (100 raw bytes each).
     fn pack(storage: &dyn Storage, ids: &[u8]) -> Finished {
-        let mut w = PackWriter::new();
+        let mut w = PackWriter::create(storage).unwrap();
         for &i in ids {
-            w.add(cid(i), BlobKind::Data, Compression::None, &[i; 100], 100);
+            w.add(cid(i), BlobKind::Data, Compression::None, &[i; 100], 100).unwrap();
         }
         w.finish(storage).unwrap()
     }

@@ -899,10 +899,10 @@ fn salvage_into_new_pack(
     if entries.is_empty() {
         return Ok(None);
     }
-    let mut w = crate::pack::PackWriter::new();
+    let mut w = crate::pack::PackWriter::create(storage)?;
     for e in &entries {
         let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-        w.add(e.id, e.kind, e.compression, stored, e.raw_len);
+        w.add(e.id, e.kind, e.compression, stored, e.raw_len)?;
     }
     let finished = w.finish(storage)?;
     idx.add_pack(&finished, now)?;

@@ -9,13 +9,12 @@
 //! A pack's name is the BLAKE3 of its trailer (entries and footer). Every other byte of the
 //! file belongs to a blob checked by its own keyed hash, so the name still identifies the
 //! pack's content without a second hashing pass over everything written, and the trailer
-//! alone rebuilds the index. A pack is built in memory (at most `pack_target_size` plus one
-//! blob) and stored with one atomic [`Storage::put`] under its id: it exists whole or not at
-//! all, on every storage.
+//! alone rebuilds the index. A pack is written into a [`Storage::spool`] and stored under its
+//! id with the guarantees of an atomic put: it exists whole or not at all, on every storage.
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, PackId};
-use crate::storage::{object_path, Kind, Storage};
+use crate::storage::{object_path, Kind, Spool, Storage};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"COFFRPAK";
@@ -400,67 +399,73 @@ pub struct Finished {
     pub entries: Vec<Entry>,
 }
 
-/// Builds one pack in memory. Not thread-safe by design: the pipeline has exactly one pack
-/// writer.
+/// Writes one pack into a [`Spool`] of the storage (a temporary file for a local repository,
+/// memory otherwise). Not thread-safe by design: the pipeline has exactly one pack writer.
 pub struct PackWriter {
-    bytes: Vec<u8>,
+    spool: Box<dyn Spool>,
+    offset: u64,
     entries: Vec<Entry>,
 }
 
-impl Default for PackWriter {
-    fn default() -> Self {
-        PackWriter::new()
-    }
-}
-
 impl PackWriter {
-    pub fn new() -> PackWriter {
-        PackWriter::with_capacity(1 << 20)
-    }
-
-    /// A writer whose buffer holds `bytes` without growing (a pack of the target size plus
-    /// one blob and its trailer: no copy of a half-built pack while it is filled).
-    pub fn with_capacity(bytes: usize) -> PackWriter {
-        let mut bytes = Vec::with_capacity(bytes.max(HEADER_LEN as usize));
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&VERSION.to_le_bytes());
-        PackWriter { bytes, entries: Vec::new() }
+    pub fn create(storage: &dyn Storage) -> Result<PackWriter> {
+        let mut spool = storage.spool(Kind::Packs)?;
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        spool.write(&header)?;
+        Ok(PackWriter { spool, offset: HEADER_LEN, entries: Vec::new() })
     }
 
     /// Appends a stored blob.
-    pub fn add(&mut self, id: ChunkId, kind: BlobKind, compression: Compression, stored: &[u8], raw_len: u32) {
-        let offset = self.bytes.len() as u64;
-        self.bytes.extend_from_slice(stored);
-        self.entries.push(Entry { id, kind, compression, offset, stored_len: stored.len() as u32, raw_len });
+    pub fn add(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        compression: Compression,
+        stored: &[u8],
+        raw_len: u32,
+    ) -> Result<()> {
+        self.spool.write(stored)?;
+        self.entries.push(Entry {
+            id,
+            kind,
+            compression,
+            offset: self.offset,
+            stored_len: stored.len() as u32,
+            raw_len,
+        });
+        self.offset += stored.len() as u64;
+        Ok(())
     }
 
     pub fn size(&self) -> u64 {
-        self.bytes.len() as u64
+        self.offset
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Appends the trailer: the pack is complete, named, and not yet stored.
-    pub fn close(mut self) -> Closed {
+    /// Appends the trailer: the pack is complete and named, not yet stored.
+    pub fn close(mut self) -> Result<Closed> {
         let trailer = encode_trailer(&self.entries);
-        self.bytes.extend_from_slice(&trailer);
+        self.spool.write(&trailer)?;
         let id = pack_id_of_trailer(&trailer);
-        let size = self.bytes.len() as u64;
-        Closed { bytes: self.bytes, pack: Finished { id, size, entries: self.entries } }
+        let size = self.offset + trailer.len() as u64;
+        Ok(Closed { spool: self.spool, pack: Finished { id, size, entries: self.entries } })
     }
 
     /// `close` then `persist`.
     pub fn finish(self, storage: &dyn Storage) -> Result<Finished> {
-        self.close().persist(storage)
+        self.close()?.persist(storage)
     }
 }
 
 /// A complete pack waiting to be stored. Storing is separate from writing so the writer can
-/// fill the next pack while this one is put.
+/// fill the next pack while this one is made durable. Dropped, it leaves nothing behind.
 pub struct Closed {
-    bytes: Vec<u8>,
+    spool: Box<dyn Spool>,
     pack: Finished,
 }
 
@@ -469,14 +474,10 @@ impl Closed {
         self.pack.id
     }
 
-    /// The whole pack as it will be stored.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Stores the pack under `packs/<id>` (one atomic put).
+    /// Stores the pack under `packs/<id>` (atomic), through `storage` (the storage the
+    /// writer was created on, or a wrapper of it).
     pub fn persist(self, storage: &dyn Storage) -> Result<Finished> {
-        storage.put(Kind::Packs, &self.pack.id.to_hex(), &self.bytes)?;
+        self.spool.finish(storage, &self.pack.id.to_hex())?;
         Ok(self.pack)
     }
 }
@@ -542,7 +543,8 @@ mod tests {
     #[test]
     fn salvage_recovers_every_blob_of_a_pack_without_its_footer_and_never_panics_on_garbage() {
         let hasher = crate::chunker::Hasher::new([7u8; 32]);
-        let mut w = PackWriter::new();
+        let mem = crate::storage::MemStorage::new();
+        let mut w = PackWriter::create(&mem).unwrap();
         let mut ids = Vec::new();
         for i in 0..20u64 {
             let raw = if i % 2 == 0 {
@@ -552,10 +554,11 @@ mod tests {
             };
             let (c, stored) = compress(&raw, 3);
             let id = hasher.id(&raw);
-            w.add(id, BlobKind::Data, c, &stored, raw.len() as u32);
+            w.add(id, BlobKind::Data, c, &stored, raw.len() as u32).unwrap();
             ids.push(id);
         }
-        let data = w.close().bytes().to_vec();
+        let pack = w.finish(&mem).unwrap();
+        let data = mem.read(Kind::Packs, &pack.id.to_hex(), None).unwrap();
         for cut in [1usize, FOOTER_LEN, FOOTER_LEN + 3 * ENTRY_LEN] {
             let got = salvage(Path::new("p"), &data[..data.len() - cut], &hasher);
             let got: std::collections::HashSet<ChunkId> = got.iter().map(|e| e.id).collect();

@@ -334,9 +334,9 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
             for (e, stored) in blobs {
                 let w = match writer.as_mut() {
                     Some(w) => w,
-                    None => writer.insert(PackWriter::new()),
+                    None => writer.insert(PackWriter::create(&*repo.storage)?),
                 };
-                w.add(e.id, e.kind, e.compression, &stored, e.raw_len);
+                w.add(e.id, e.kind, e.compression, &stored, e.raw_len)?;
                 rep.blobs_copied += 1;
                 if w.size() >= repo.config.pack_target_size {
                     let w = writer.take().expect("just used");

@@ -216,8 +216,9 @@ pub fn write_packs(
     now: i64,
 ) -> Result<Vec<PackId>> {
     std::thread::scope(|scope| {
-        // Packs are built in memory: one filling, one queued and one being stored at most.
-        let (seal_tx, seal_rx) = crossbeam_channel::bounded::<pack::Closed>(1);
+        // Closed packs waiting to be made durable: two at most, so the writer rarely waits on
+        // an fsync. (On a storage without a file spool each is in memory until stored.)
+        let (seal_tx, seal_rx) = crossbeam_channel::bounded::<pack::Closed>(2);
         let sealer = scope.spawn(move || -> Result<Vec<PackId>> {
             let mut written = Vec::new();
             let mut failed = None;
@@ -240,16 +241,16 @@ pub fn write_packs(
             for blob in rx.iter() {
                 let w = match current.as_mut() {
                     Some(w) => w,
-                    None => current.insert(PackWriter::with_capacity(target as usize + (2 << 20))),
+                    None => current.insert(PackWriter::create(storage)?),
                 };
-                w.add(blob.id, blob.kind, blob.compression, &blob.stored, blob.raw_len);
+                w.add(blob.id, blob.kind, blob.compression, &blob.stored, blob.raw_len)?;
                 if w.size() >= target {
-                    let closed = current.take().expect("just used").close();
+                    let closed = current.take().expect("just used").close()?;
                     seal_tx.send(closed).map_err(|_| Error::Failed("the pack sealer stopped".into()))?;
                 }
             }
             if let Some(w) = current.take() {
-                seal_tx.send(w.close()).map_err(|_| Error::Failed("the pack sealer stopped".into()))?;
+                seal_tx.send(w.close()?).map_err(|_| Error::Failed("the pack sealer stopped".into()))?;
             }
             Ok(())
         })();

@@ -70,6 +70,17 @@ pub fn check(s: &dyn Storage) {
             });
         }
     });
+    // A spool becomes an object only when finished; one dropped leaves nothing.
+    let mut sp = s.spool(Kind::Packs).unwrap();
+    sp.write(b"built ").unwrap();
+    sp.write(b"in parts").unwrap();
+    assert_eq!(s.size(Kind::Packs, "ee05").unwrap(), None, "visible before it was finished");
+    sp.finish(s, "ee05").unwrap();
+    assert_eq!(s.read(Kind::Packs, "ee05", None).unwrap(), b"built in parts");
+    let mut dropped = s.spool(Kind::Packs).unwrap();
+    dropped.write(b"never finished").unwrap();
+    drop(dropped);
+    assert!(s.spool(Kind::Packs).unwrap().finish(s, "../x").is_err(), "a bad name is refused");
     let l = s.list(Kind::Index).unwrap();
     assert_eq!(l.len(), 100);
     for o in l {

@@ -6,7 +6,7 @@
 //! the directory, which is what makes "whole or absent, and durable" true on a POSIX
 //! filesystem. Everything is created owner-only ([`crate::store`]).
 
-use super::{check_name, check_range, Kind, ObjectInfo, Storage};
+use super::{check_name, check_range, Kind, ObjectInfo, Spool, Storage};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::fs::File;
@@ -49,10 +49,7 @@ impl LocalStorage {
 
     /// The directory a kind's objects are in (for packs: their parent `packs/`).
     fn kind_dir(&self, kind: Kind) -> PathBuf {
-        match kind {
-            Kind::Config => self.root.clone(),
-            _ => self.root.join(kind.dir()),
-        }
+        kind_dir(&self.root, kind)
     }
 
     /// The file an object is stored in (for tests and tools that look at a local
@@ -62,11 +59,7 @@ impl LocalStorage {
     }
 
     fn path(&self, kind: Kind, name: &str) -> Result<PathBuf> {
-        check_name(kind, name)?;
-        Ok(match kind {
-            Kind::Packs => self.kind_dir(kind).join(&name[..name.len().min(2)]).join(name),
-            _ => self.kind_dir(kind).join(name),
-        })
+        object_file(&self.root, kind, name)
     }
 
     /// Makes `dir` exist; a new directory is made durable in its parent.
@@ -133,6 +126,75 @@ impl LocalStorage {
     }
 }
 
+/// The directory a kind's objects are in under `root` (for packs: their parent `packs/`).
+fn kind_dir(root: &Path, kind: Kind) -> PathBuf {
+    match kind {
+        Kind::Config => root.to_path_buf(),
+        _ => root.join(kind.dir()),
+    }
+}
+
+/// The file of object `name` of `kind` under `root` (the name checked first).
+fn object_file(root: &Path, kind: Kind, name: &str) -> Result<PathBuf> {
+    check_name(kind, name)?;
+    Ok(match kind {
+        Kind::Packs => kind_dir(root, kind).join(&name[..name.len().min(2)]).join(name),
+        _ => kind_dir(root, kind).join(name),
+    })
+}
+
+/// A temporary file in `tmp/` (same filesystem as the objects) that becomes an object by
+/// fsync, rename and directory fsync: the atomic put of a local repository.
+struct LocalSpool {
+    root: PathBuf,
+    kind: Kind,
+    tmp: PathBuf,
+    out: Option<std::io::BufWriter<File>>,
+}
+
+impl LocalSpool {
+    fn create(root: &Path, kind: Kind) -> Result<LocalSpool> {
+        let tmp_dir = root.join("tmp");
+        LocalStorage::ensure_dir(&tmp_dir)?;
+        let tmp = tmp_dir.join(crate::store::tmp_name());
+        let f = crate::store::create_private(&tmp)?;
+        Ok(LocalSpool { root: root.to_path_buf(), kind, tmp, out: Some(std::io::BufWriter::with_capacity(1 << 20, f)) })
+    }
+
+    /// fsyncs the file, renames it to `path` and fsyncs the directory.
+    fn land(mut self, path: &Path) -> Result<()> {
+        let out = self.out.take().expect("a spool lands once");
+        let f = out.into_inner().map_err(|e| io(&self.tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| io(&self.tmp, e))?;
+        drop(f);
+        let dir = path.parent().expect("an object path has a parent");
+        LocalStorage::ensure_dir(dir)?;
+        std::fs::rename(&self.tmp, path).map_err(|e| io(path, e))?;
+        sync_dir(dir)
+    }
+}
+
+impl Spool for LocalSpool {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let out = self.out.as_mut().expect("written before it lands");
+        out.write_all(bytes).map_err(|e| io(&self.tmp, e))
+    }
+
+    /// Lands in the directory that made it; `_storage` is that storage or a wrapper of it.
+    fn finish(self: Box<Self>, _storage: &dyn Storage, name: &str) -> Result<()> {
+        let path = object_file(&self.root, self.kind, name)?;
+        (*self).land(&path)
+    }
+}
+
+impl Drop for LocalSpool {
+    fn drop(&mut self) {
+        // Not landed (an error, or given up on): nothing of it may stay in tmp/. After a
+        // landing the name is gone and this does nothing (temporary names are never reused).
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(dir, e))
 }
@@ -177,23 +239,13 @@ impl Storage for LocalStorage {
 
     fn put(&self, kind: Kind, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(kind, name)?;
-        let dir = path.parent().expect("an object path has a parent");
-        LocalStorage::ensure_dir(dir)?;
-        let tmp_dir = self.root.join("tmp");
-        LocalStorage::ensure_dir(&tmp_dir)?;
-        let tmp = tmp_dir.join(crate::store::tmp_name());
-        let result = (|| {
-            let mut f = crate::store::create_private(&tmp)?;
-            f.write_all(bytes).map_err(|e| io(&tmp, e))?;
-            f.sync_all().map_err(|e| io(&tmp, e))?;
-            drop(f);
-            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-            sync_dir(dir)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        let mut spool = LocalSpool::create(&self.root, kind)?;
+        spool.write(bytes)?;
+        spool.land(&path)
+    }
+
+    fn spool(&self, kind: Kind) -> Result<Box<dyn Spool>> {
+        Ok(Box::new(LocalSpool::create(&self.root, kind)?))
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>> {

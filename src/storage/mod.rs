@@ -100,6 +100,41 @@ pub trait Storage: Send + Sync {
     /// Removes the object; removing a missing object is not an error (it may have been removed
     /// by a run whose reply was lost).
     fn remove(&self, kind: Kind, name: &str) -> Result<()>;
+
+    /// A place to build an object whose name is known only once it is complete (a pack is
+    /// named by its trailer). The default keeps the bytes in memory and puts them at the end;
+    /// `LocalStorage` writes a temporary file and renames it, so a pack never sits in memory.
+    fn spool(&self, kind: Kind) -> Result<Box<dyn Spool>> {
+        Ok(Box::new(MemSpool { kind, bytes: Vec::new() }))
+    }
+}
+
+/// An object being built (see [`Storage::spool`]). Dropped without [`Spool::finish`], it
+/// leaves nothing behind.
+pub trait Spool: Send {
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+
+    /// Stores what was written under `name`, with the guarantees of [`Storage::put`].
+    /// `storage` is the storage the caller holds (the one that made the spool, or a wrapper
+    /// around it): a spool that keeps its bytes puts them there, so a wrapper's faults apply.
+    fn finish(self: Box<Self>, storage: &dyn Storage, name: &str) -> Result<()>;
+}
+
+/// The default spool: bytes in memory, one put at the end.
+struct MemSpool {
+    kind: Kind,
+    bytes: Vec<u8>,
+}
+
+impl Spool for MemSpool {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, storage: &dyn Storage, name: &str) -> Result<()> {
+        storage.put(self.kind, name, &self.bytes)
+    }
 }
 
 /// How an object is named in messages: `location/kind/name` (`location/name` for the

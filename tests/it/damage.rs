@@ -321,7 +321,7 @@ fn verify_walks_a_tree_200000_levels_deep_without_recursion() {
     let repo = crate::support::open_repo(&env.repo());
     let (_, mut m) = repo.resolve_set("latest").unwrap();
     // A chain of directories, each holding only the next, built bottom-up.
-    let mut w = coffer::pack::PackWriter::new();
+    let mut w = coffer::pack::PackWriter::create(&*repo.storage).unwrap();
     let mut below = m.components[0].root;
     for _ in 0..200_000 {
         let node = Node {
@@ -339,7 +339,7 @@ fn verify_walks_a_tree_200000_levels_deep_without_recursion() {
         };
         let bytes = Tree { nodes: vec![node] }.encode();
         let id = repo.hasher.id(&bytes);
-        w.add(id, BlobKind::Tree, Compression::None, &bytes, bytes.len() as u32);
+        w.add(id, BlobKind::Tree, Compression::None, &bytes, bytes.len() as u32).unwrap();
         below = coffer::id::TreeId(id.0);
     }
     let pack = w.finish(&*repo.storage).unwrap();

@@ -31,8 +31,11 @@ impl Craft {
             return id;
         }
         let (compression, stored) = coffer::pack::compress(raw, 3);
-        let w = self.pack.get_or_insert_with(PackWriter::new);
-        w.add(id, kind, compression, &stored, raw.len() as u32);
+        if self.pack.is_none() {
+            self.pack = Some(PackWriter::create(&*self.repo.storage).expect("pack writer"));
+        }
+        let w = self.pack.as_mut().expect("just made");
+        w.add(id, kind, compression, &stored, raw.len() as u32).expect("add blob");
         if w.size() >= 16 << 20 {
             self.flush();
         }

@@ -231,10 +231,16 @@ pub(crate) fn remove_pack_rows(conn: &Connection, path: &Path, n: i64) -> Result
 
 /// Packs no index object names: (row, id, size).
 fn uncovered(conn: &Connection, path: &Path) -> Result<Vec<(i64, PackId, u64)>> {
-    let mut st = sql(
+    pack_rows(
+        conn,
         path,
-        conn.prepare("SELECT n, id, size FROM packs WHERE NOT EXISTS (SELECT 1 FROM covered c WHERE c.pack = packs.n) ORDER BY n"),
-    )?;
+        "SELECT n, id, size FROM packs WHERE NOT EXISTS (SELECT 1 FROM covered c WHERE c.pack = packs.n) ORDER BY n",
+    )
+}
+
+/// The (row, id, size) of the packs `query` selects (it must select `n, id, size`).
+fn pack_rows(conn: &Connection, path: &Path, query: &str) -> Result<Vec<(i64, PackId, u64)>> {
+    let mut st = sql(path, conn.prepare(query))?;
     let rows =
         sql(path, st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))))?;
     let mut out = Vec::new();
@@ -249,16 +255,10 @@ fn uncovered(conn: &Connection, path: &Path) -> Result<Vec<(i64, PackId, u64)>> 
 
 /// Every pack in the catalog with the entries its chunk rows give.
 fn all_packs(conn: &Connection, path: &Path) -> Result<Vec<Finished>> {
-    let mut st = sql(path, conn.prepare("SELECT n, id, size FROM packs ORDER BY id"))?;
-    let rows =
-        sql(path, st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?))))?;
     let mut out = Vec::new();
-    for r in rows {
-        let (n, id, size) = sql(path, r)?;
-        let id =
-            PackId::from_slice(&id).ok_or_else(|| Error::corrupt(path, 0, format!("bad pack id in pack row {n}")))?;
+    for (n, id, size) in pack_rows(conn, path, "SELECT n, id, size FROM packs ORDER BY id")? {
         let entries = crate::index::rows_of_pack(conn, path, n)?;
-        out.push(Finished { id, size: size as u64, entries });
+        out.push(Finished { id, size, entries });
     }
     Ok(out)
 }

@@ -64,9 +64,9 @@ fn remove_catalog_files(path: &Path) {
     }
 }
 
-/// Whether `name` looks like an index object's name (64 lowercase hex digits).
+/// Whether `name` is an index object's name (a BLAKE3 in lowercase hex).
 fn is_object_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    crate::id::Id::from_name(name).is_some()
 }
 
 /// Reads and decodes one index object.

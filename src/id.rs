@@ -23,6 +23,12 @@ impl Id {
         s
     }
 
+    /// The id an object is named by: exactly its lowercase hex form (`from_hex` also takes
+    /// uppercase digits, under which name the object would not be found again).
+    pub fn from_name(s: &str) -> Option<Id> {
+        Id::from_hex(s).filter(|id| id.to_hex() == s)
+    }
+
     pub fn from_hex(s: &str) -> Option<Id> {
         if s.len() != 64 || !s.is_ascii() {
             return None;
@@ -72,6 +78,8 @@ macro_rules! typed_id {
             pub fn to_hex(&self) -> String { self.0.to_hex() }
             pub fn as_bytes(&self) -> &[u8; 32] { self.0.as_bytes() }
             pub fn from_slice(b: &[u8]) -> Option<Self> { Id::from_slice(b).map($name) }
+            /// The id of an object named by it (see [`Id::from_name`]).
+            pub fn from_name(s: &str) -> Option<Self> { Id::from_name(s).map($name) }
             /// The short form shown to users (first 8 hex digits).
             pub fn short(&self) -> String { self.0.to_hex()[..8].to_string() }
         }
@@ -136,5 +144,16 @@ mod tests {
         let s: SetId = id.to_hex().parse().unwrap();
         assert_eq!(s.0, id);
         assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", id.to_hex()));
+    }
+
+    #[test]
+    fn an_object_name_is_only_the_lowercase_hex_form() {
+        let id = Id(*blake3::hash(b"y").as_bytes());
+        assert_eq!(PackId::from_name(&id.to_hex()), Some(PackId(id)));
+        let upper = id.to_hex().to_uppercase();
+        assert_eq!(Id::from_hex(&upper), Some(id), "from_hex is lenient");
+        assert_eq!(PackId::from_name(&upper), None, "but no object is named so");
+        assert_eq!(Id::from_name(&id.to_hex()[..63]), None);
+        assert_eq!(Id::from_name(&format!("+{}", &id.to_hex()[1..])), None);
     }
 }

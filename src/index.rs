@@ -2,9 +2,10 @@
 //!
 //! It is a local cache (under the cache directory) of the repository's index objects, kept in
 //! step by [`crate::catalog`]; `repair index` rebuilds it from the packs' trailers
-//! ([`rebuild`]) and rewrites the index objects from it. It is never loaded whole into memory: lookups go to SQLite, fronted by an
-//! in-memory [`Filter`] that answers "certainly not stored" for most new chunks. Rows for a
-//! pack are inserted only after the pack is durable (packs → index objects → manifest).
+//! ([`rebuild`]) and rewrites the index objects from it. It is never loaded whole into
+//! memory: lookups go to SQLite, fronted by an in-memory [`Filter`] that answers "certainly
+//! not stored" for most new chunks. Rows for a pack are inserted only after the pack is
+//! durable (packs → index objects → manifest).
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, PackId};
@@ -847,10 +848,7 @@ pub fn rebuild(
     let mut idx = Index::create(&tmp, repository_id)?;
     let mut out = Rebuilt::default();
     for o in storage.list(Kind::Packs)? {
-        let Ok(id) = o.name.parse::<PackId>() else { continue };
-        if o.name.len() != 64 {
-            continue;
-        }
+        let Some(id) = PackId::from_name(&o.name) else { continue };
         let size = o.size;
         match crate::pack::read_trailer(storage, &id, size) {
             Ok(entries) => {

@@ -197,15 +197,11 @@ impl Lease {
             std::process::id(),
             u64::from_le_bytes(rnd)
         );
-        if let Err(e) = storage.put(Kind::Locks, &name, &info.encode()) {
-            // The put may have landed with its reply lost: a lease left behind would block
-            // every other command until it is stale.
-            let _ = storage.remove(Kind::Locks, &name);
-            return Err(e);
-        }
-        let listed = match list(&*storage) {
+        let listed = match storage.put(Kind::Locks, &name, &info.encode()).and_then(|()| list(&*storage)) {
             Ok(l) => l,
             Err(e) => {
+                // The put may have landed with its reply lost: a lease left behind would block
+                // every other command until it is stale.
                 let _ = storage.remove(Kind::Locks, &name);
                 return Err(e);
             }

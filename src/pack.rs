@@ -174,6 +174,15 @@ pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8]) -> Result<Trailer
     Ok(TrailerRead::Done(out))
 }
 
+/// Decodes and validates the trailer of a whole pack's bytes `data`.
+pub fn trailer_in(path: &Path, data: &[u8]) -> Result<Vec<Entry>> {
+    match decode_trailer(path, data.len() as u64, data)? {
+        TrailerRead::Done(entries) => Ok(entries),
+        // The whole pack was given: more tail can't be needed unless the footer lies.
+        TrailerRead::NeedTail(_) => Err(Error::corrupt(path, 0, "pack trailer length is inconsistent")),
+    }
+}
+
 /// How a pack is named in messages (`<repository>/packs/<id>`).
 pub fn object(storage: &dyn Storage, id: &PackId) -> PathBuf {
     PathBuf::from(object_path(storage, Kind::Packs, &id.to_hex()))
@@ -470,10 +479,6 @@ pub struct Closed {
 }
 
 impl Closed {
-    pub fn id(&self) -> PackId {
-        self.pack.id
-    }
-
     /// Stores the pack under `packs/<id>` (atomic), through `storage` (the storage the
     /// writer was created on, or a wrapper of it).
     pub fn persist(self, storage: &dyn Storage) -> Result<Finished> {

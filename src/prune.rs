@@ -277,8 +277,8 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
     let mut plan = plan(&usage, opts.max_unused, repo.config.pack_target_size);
     let indexed: HashSet<PackId> = usage.iter().map(|u| u.id).collect();
     for o in repo.storage.list(Kind::Packs)? {
-        let Ok(id) = o.name.parse::<PackId>() else { continue };
-        if o.name.len() != 64 || indexed.contains(&id) {
+        let Some(id) = PackId::from_name(&o.name) else { continue };
+        if indexed.contains(&id) {
             continue;
         }
         // Listing may lag and a pack may be on its way into an index: only old ones go.

@@ -243,8 +243,7 @@ impl Repo {
             .storage
             .list(Kind::Packs)?
             .into_iter()
-            .filter(|o| o.name.len() == 64)
-            .filter_map(|o| o.name.parse::<PackId>().ok().map(|id| (id, o.size)))
+            .filter_map(|o| PackId::from_name(&o.name).map(|id| (id, o.size)))
             .collect();
         out.sort();
         Ok(out)
@@ -282,10 +281,7 @@ impl Repo {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for o in self.storage.list(Kind::Sets)? {
-            let Ok(id) = o.name.parse::<SetId>() else { continue };
-            if o.name.len() != 64 {
-                continue;
-            }
+            let Some(id) = SetId::from_name(&o.name) else { continue };
             let path = PathBuf::from(object_path(&*self.storage, Kind::Sets, &o.name));
             let read = match self.storage.read(Kind::Sets, &o.name, None) {
                 // Removed (forgotten) since the listing: not a set any more.

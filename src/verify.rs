@@ -170,8 +170,8 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     }
     let indexed_ids: HashSet<PackId> = indexed.iter().map(|(id, _, _)| *id).collect();
     for o in repo.storage.list(Kind::Packs)? {
-        match o.name.parse::<PackId>() {
-            Ok(id) if o.name.len() == 64 && indexed_ids.contains(&id) => {}
+        match PackId::from_name(&o.name) {
+            Some(id) if indexed_ids.contains(&id) => {}
             _ => rep.unused_packs.push(object_path(&*repo.storage, Kind::Packs, &o.name)),
         }
     }
@@ -313,14 +313,7 @@ fn read_whole_pack(
             Err(err) => read.bad.push((e.id, err.to_string())),
         }
     }
-    let trailer = match crate::pack::decode_trailer(path, data.len() as u64, &data) {
-        Ok(crate::pack::TrailerRead::Done(entries)) => Ok(entries),
-        Ok(crate::pack::TrailerRead::NeedTail(_)) => {
-            Err(Error::corrupt(path, 0, "pack trailer length is inconsistent"))
-        }
-        Err(e) => Err(e),
-    };
-    read.problem = match trailer {
+    read.problem = match crate::pack::trailer_in(path, &data) {
         Err(e) => Some(format!("{e} (every chunk the catalog places in it was checked)")),
         Ok(entries) => {
             let trailer_start =

@@ -153,6 +153,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         let writer = scope.spawn(|| {
             sink::write_packs(
                 &*repo.storage,
+                &repo.cipher,
                 writer_index,
                 rx,
                 repo.config.pack_target_size,
@@ -182,7 +183,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
                         } else {
                             None
                         };
-                        let mut w = Walker::new(&sink, (&repo.config.chunker).into(), cache.as_ref(), scan_start_ns);
+                        let mut w = Walker::new(&sink, repo.chunker, cache.as_ref(), scan_start_ns);
                         w.repo = Some(repo);
                         w.one_file_system = opts.one_file_system;
                         let root = w.save_root(&canon);
@@ -232,7 +233,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
                     }
                     Source::Custom(c) => c.capture(&crate::capture::Context {
                         sink: &sink,
-                        params: (&repo.config.chunker).into(),
+                        params: repo.chunker,
                         scan_start_ns,
                         notify: &*opts.notify,
                     })?,
@@ -253,7 +254,7 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     });
     // Write order: packs (durable), then the index objects naming them, then the manifest.
     let outcome = outcome.and_then(|v| {
-        crate::catalog::write_uncovered(&mut *repo.index()?, &*repo.storage, now_secs)?;
+        crate::catalog::write_uncovered(&mut *repo.index()?, &*repo.storage, &repo.cipher, now_secs)?;
         Ok(v)
     });
     let (components, problems) = match outcome {

@@ -114,6 +114,8 @@ pub fn list(repo: &Repo, m: &Manifest, path: Option<&str>, f: &mut dyn FnMut(Lis
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
+    /// `xchacha20poly1305` (every object sealed) or `none`.
+    pub encryption: String,
     pub sets: u64,
     /// Sum of every set's file bytes: what restoring every set would write.
     pub logical_bytes: u64,
@@ -133,6 +135,7 @@ pub fn stats(repo: &Repo) -> Result<Stats> {
     let t: Totals = repo.index()?.totals()?;
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     Ok(Stats {
+        encryption: repo.config.encryption.clone(),
         sets: sets.len() as u64,
         logical_bytes: logical,
         unique_bytes: t.raw_bytes,

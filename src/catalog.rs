@@ -130,11 +130,11 @@ fn in_transaction<T>(idx: &mut Index, f: impl FnOnce(&Connection, &Path) -> Resu
 
 /// Writes index objects for every uncovered pack (their entries read from the packs'
 /// trailers) and records them. Returns how many objects were written.
-pub fn write_uncovered(idx: &mut Index, storage: &dyn Storage, now: i64) -> Result<u64> {
+pub fn write_uncovered(idx: &mut Index, storage: &dyn Storage, cipher: &crate::crypto::Cipher, now: i64) -> Result<u64> {
     let packs = uncovered(&idx.conn, &idx.path)?;
     let mut finished = Vec::with_capacity(packs.len());
     for (_, id, size) in packs {
-        let entries = crate::pack::read_trailer(storage, &id, size)?;
+        let entries = crate::pack::read_trailer(storage, &id, size, cipher)?;
         finished.push(Finished { id, size, entries });
     }
     let objects = indexobj::encode_all(&finished);
@@ -266,6 +266,7 @@ fn all_packs(conn: &Connection, path: &Path) -> Result<Vec<Finished>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Cipher;
     use crate::id::{ChunkId, Id};
     use crate::pack::{BlobKind, Compression, PackWriter};
     use crate::storage::MemStorage;
@@ -276,7 +277,7 @@ mod tests {
 
     /// Stores a real pack holding chunks `ids` (100 raw bytes each).
     fn pack(storage: &dyn Storage, ids: &[u8]) -> Finished {
-        let mut w = PackWriter::create(storage).unwrap();
+        let mut w = PackWriter::create(storage, &Cipher::None).unwrap();
         for &i in ids {
             w.add(cid(i), BlobKind::Data, Compression::None, &[i; 100], 100).unwrap();
         }
@@ -299,8 +300,8 @@ mod tests {
         let mut writer = catalog(dir.path(), "a.sqlite");
         writer.add_pack(&p1, 0).unwrap();
         writer.add_pack(&p2, 0).unwrap();
-        assert_eq!(write_uncovered(&mut writer, &s, 0).unwrap(), 1);
-        assert_eq!(write_uncovered(&mut writer, &s, 0).unwrap(), 0, "nothing is uncovered any more");
+        assert_eq!(write_uncovered(&mut writer, &s, &Cipher::None, 0).unwrap(), 1);
+        assert_eq!(write_uncovered(&mut writer, &s, &Cipher::None, 0).unwrap(), 0, "nothing is uncovered any more");
         assert_eq!(s.list(Kind::Index).unwrap().len(), 1);
 
         let mut fresh = catalog(dir.path(), "b.sqlite");
@@ -323,9 +324,9 @@ mod tests {
         let (p1, p2) = (pack(&s, &[1, 2]), pack(&s, &[2, 3]));
         let mut a = catalog(dir.path(), "a.sqlite");
         a.add_pack(&p1, 0).unwrap();
-        write_uncovered(&mut a, &s, 0).unwrap();
+        write_uncovered(&mut a, &s, &Cipher::None, 0).unwrap();
         a.add_pack(&p2, 0).unwrap();
-        write_uncovered(&mut a, &s, 0).unwrap();
+        write_uncovered(&mut a, &s, &Cipher::None, 0).unwrap();
         let mut b = catalog(dir.path(), "b.sqlite");
         sync(&mut b, &s, 0).unwrap();
         let generation = b.generation().unwrap();
@@ -356,7 +357,7 @@ mod tests {
 
         let p2 = pack(&s, &[2]);
         a.add_pack(&p2, 0).unwrap();
-        write_uncovered(&mut a, &s, 0).unwrap();
+        write_uncovered(&mut a, &s, &Cipher::None, 0).unwrap();
         let name = s.list(Kind::Index).unwrap().remove(0).name;
         s.poke(Kind::Index, &name, b"garbage".to_vec());
         let mut b = catalog(dir.path(), "b.sqlite");
@@ -375,7 +376,7 @@ mod tests {
         for ids in [[1u8, 2], [3, 4], [5, 6]] {
             let p = pack(&s, &ids);
             a.add_pack(&p, 0).unwrap();
-            write_uncovered(&mut a, &s, 0).unwrap();
+            write_uncovered(&mut a, &s, &Cipher::None, 0).unwrap();
         }
         // A stray object nobody knows about is superseded too.
         let stray = indexobj::encode_all(&[pack(&s, &[9])]).remove(0);

@@ -20,9 +20,11 @@ pub struct Params {
     pub seed: u64,
 }
 
-impl From<&ChunkerConfig> for Params {
-    fn from(c: &ChunkerConfig) -> Params {
-        Params { min: c.min_size as usize, avg: c.avg_size as usize, max: c.max_size as usize, seed: c.seed }
+impl Params {
+    /// The config's sizes with the repository's gear seed (from the master key, or from the
+    /// config of an unencrypted repository).
+    pub fn with_seed(c: &ChunkerConfig, seed: u64) -> Params {
+        Params { min: c.min_size as usize, avg: c.avg_size as usize, max: c.max_size as usize, seed }
     }
 }
 

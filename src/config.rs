@@ -1,6 +1,9 @@
-//! The repository `config` file: format version, repository id, chunk-id key, chunker and
+//! The repository `config` object: format version, repository id, encryption, chunker and
 //! compression settings. Written once by `init`, never modified afterwards, so every run of
-//! every version cuts and names chunks the same way.
+//! every version cuts and names chunks the same way. It is read before any key is known, so
+//! it is stored in the clear; in an encrypted repository the chunk-id key and the gear seed
+//! are not in it but in the master key, which also holds the config's hash (a changed config
+//! no longer opens). In a repository made with `--encryption none` they are here.
 
 use crate::envelope;
 use crate::error::{Error, Result};
@@ -10,7 +13,12 @@ use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"COFFRCFG";
 /// Repository format version written by this build, and the range it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// `encryption` of a repository whose objects are sealed (see `crate::crypto`).
+pub const ENCRYPTED: &str = "xchacha20poly1305";
+/// `encryption` of a repository made with `--encryption none`.
+pub const UNENCRYPTED: &str = "none";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkerConfig {
@@ -19,8 +27,10 @@ pub struct ChunkerConfig {
     pub min_size: u32,
     pub avg_size: u32,
     pub max_size: u32,
-    /// Gear-table seed: per-repository so cut points don't leak file contents across repositories.
-    pub seed: u64,
+    /// Gear-table seed: per-repository so cut points don't leak file contents across
+    /// repositories. Only in an unencrypted repository's config; otherwise in the master key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 impl ChunkerConfig {
@@ -32,7 +42,7 @@ impl ChunkerConfig {
             min_size: 128 * 1024,
             avg_size: 256 * 1024,
             max_size: 1024 * 1024,
-            seed,
+            seed: Some(seed),
         }
     }
 
@@ -68,8 +78,12 @@ pub struct CompressionConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     pub repository_id: String,
-    /// Hex of the 32-byte BLAKE3 key chunk and tree ids are computed with.
-    pub chunk_key: String,
+    /// [`ENCRYPTED`] or [`UNENCRYPTED`].
+    pub encryption: String,
+    /// Hex of the 32-byte BLAKE3 key chunk and tree ids are computed with: only in an
+    /// unencrypted repository's config; otherwise in the master key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_key: Option<String>,
     pub chunker: ChunkerConfig,
     pub compression: CompressionConfig,
     /// Packs are closed once they reach this many bytes.
@@ -78,22 +92,33 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(random: &[u8; 48], level: i32, created: String) -> Config {
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        let seed = u64::from_le_bytes(random[40..48].try_into().expect("8 bytes"));
+    /// A new repository's config. `secrets` (chunk key, gear seed) go into it only for an
+    /// unencrypted repository (`encrypted` false).
+    pub fn new(repository_id: [u8; 8], secrets: (&[u8; 32], u64), encrypted: bool, level: i32, created: String) -> Config {
+        let (chunk_key, seed) = secrets;
+        let mut chunker = ChunkerConfig::default_with_seed(seed);
+        if encrypted {
+            chunker.seed = None;
+        }
         Config {
-            repository_id: hex(&random[..8]),
-            chunk_key: hex(&random[8..40]),
-            chunker: ChunkerConfig::default_with_seed(seed),
+            repository_id: crate::id::hex(&repository_id),
+            encryption: if encrypted { ENCRYPTED } else { UNENCRYPTED }.into(),
+            chunk_key: (!encrypted).then(|| crate::id::hex(chunk_key)),
+            chunker,
             compression: CompressionConfig { algorithm: "zstd".into(), level },
             pack_target_size: 16 * 1024 * 1024,
             created,
         }
     }
 
-    pub fn key(&self) -> [u8; 32] {
-        let id = crate::id::Id::from_hex(&self.chunk_key).expect("validated at load");
-        id.0
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption == ENCRYPTED
+    }
+
+    /// The chunk key and gear seed of an unencrypted repository (checked at load).
+    pub fn clear_secrets(&self) -> Option<([u8; 32], u64)> {
+        let key = crate::id::Id::from_hex(self.chunk_key.as_deref()?)?;
+        Some((key.0, self.chunker.seed?))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -105,8 +130,17 @@ impl Config {
         let (_, payload) = envelope::decode(path, "config", MAGIC, FORMAT_VERSION, FORMAT_VERSION, bytes)?;
         let cfg: Config = serde_json::from_slice(payload)
             .map_err(|e| Error::corrupt(path, envelope::HEADER_LEN as u64, format!("config payload: {e}")))?;
-        if crate::id::Id::from_hex(&cfg.chunk_key).is_none() {
-            return Err(Error::corrupt(path, envelope::HEADER_LEN as u64, "chunk_key is not 64 hex digits"));
+        let at = envelope::HEADER_LEN as u64;
+        match cfg.encryption.as_str() {
+            ENCRYPTED if cfg.chunk_key.is_some() || cfg.chunker.seed.is_some() => {
+                return Err(Error::corrupt(path, at, "an encrypted repository's config holds a chunk key or seed"));
+            }
+            ENCRYPTED => {}
+            UNENCRYPTED if cfg.clear_secrets().is_none() => {
+                return Err(Error::corrupt(path, at, "chunk_key (64 hex digits) and chunker seed missing"));
+            }
+            UNENCRYPTED => {}
+            other => return Err(Error::corrupt(path, at, format!("encryption {other:?} is not supported"))),
         }
         cfg.chunker.validate(path)?;
         if cfg.compression.algorithm != "zstd" || !(1..=22).contains(&cfg.compression.level) {
@@ -140,14 +174,19 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let c = Config::new(&[7u8; 48], 3, "2026-01-01T00:00:00Z".into());
-        let p = Path::new("config");
-        assert_eq!(Config::decode(p, &c.encode()).unwrap(), c);
+        for encrypted in [false, true] {
+            let c = Config::new([1; 8], (&[7u8; 32], 9), encrypted, 3, "2026-01-01T00:00:00Z".into());
+            let p = Path::new("config");
+            assert_eq!(Config::decode(p, &c.encode()).unwrap(), c);
+            assert_eq!(c.clear_secrets().is_some(), !encrypted);
+            let text = String::from_utf8_lossy(&c.encode()).into_owned();
+            assert_eq!(text.contains(&crate::id::hex(&[7u8; 32])), !encrypted, "{text}");
+        }
     }
 
     #[test]
     fn truncated_config_names_file() {
-        let c = Config::new(&[7u8; 48], 3, "t".into()).encode();
+        let c = Config::new([1; 8], (&[7u8; 32], 9), true, 3, "t".into()).encode();
         let err = Config::decode(Path::new("/repo/config"), &c[..c.len() - 5]).unwrap_err();
         assert!(err.to_string().contains("/repo/config") && err.to_string().contains("truncated"), "{err}");
     }

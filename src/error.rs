@@ -53,6 +53,10 @@ pub enum Error {
 
     #[error("{0}")]
     Failed(String),
+
+    /// No key object of the repository opens with the password given.
+    #[error("wrong password, or no key in {repo} opens with it")]
+    WrongPassword { repo: String },
 }
 
 /// What went wrong, for callers that branch on it (the CLI maps kinds to exit codes).
@@ -68,6 +72,7 @@ pub enum ErrorKind {
     Locked,
     CommandFailed,
     Failed,
+    WrongPassword,
 }
 
 impl Error {
@@ -84,6 +89,7 @@ impl Error {
             Error::Locked(_) => ErrorKind::Locked,
             Error::CommandFailed { .. } => ErrorKind::CommandFailed,
             Error::Failed(_) => ErrorKind::Failed,
+            Error::WrongPassword { .. } => ErrorKind::WrongPassword,
         }
     }
 

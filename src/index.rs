@@ -838,6 +838,7 @@ pub fn rebuild(
     path: &Path,
     repository_id: &str,
     hasher: &crate::chunker::Hasher,
+    cipher: &crate::crypto::Cipher,
     now: i64,
 ) -> Result<Rebuilt> {
     let previous_damage = Index::open(path, repository_id).and_then(|old| old.damaged_rows()).unwrap_or_default();
@@ -850,11 +851,13 @@ pub fn rebuild(
     for o in storage.list(Kind::Packs)? {
         let Some(id) = PackId::from_name(&o.name) else { continue };
         let size = o.size;
-        match crate::pack::read_trailer(storage, &id, size) {
+        match crate::pack::read_trailer(storage, &id, size, cipher) {
             Ok(entries) => {
                 idx.add_pack(&Finished { id, size, entries }, now)?;
                 out.packs += 1;
             }
+            // Sealed blobs can't be delimited without their trailer (see `pack::salvage`).
+            Err(e) if cipher.is_encrypted() => out.bad.push(e),
             Err(e) => {
                 if let Some(line) = salvage_into_new_pack(storage, &id, hasher, &mut idx, now)? {
                     out.salvaged.push(line);
@@ -897,7 +900,7 @@ fn salvage_into_new_pack(
     if entries.is_empty() {
         return Ok(None);
     }
-    let mut w = crate::pack::PackWriter::create(storage)?;
+    let mut w = crate::pack::PackWriter::create(storage, &crate::crypto::Cipher::None)?;
     for e in &entries {
         let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
         w.add(e.id, e.kind, e.compression, stored, e.raw_len)?;

@@ -1,17 +1,23 @@
 //! Pack files: immutable containers of chunk blobs with a self-describing trailer.
 //!
 //! ```text
-//! header  "COFFRPAK" | version u32
-//! blobs   stored bytes of each chunk, back to back (zstd frame or raw)
-//! entries count x 52-byte entry (see `Entry::encode`)
-//! footer  count u32 | version u32 | BLAKE3(entries) [32] | "COFFRPKT"
+//! header  "COFFRPAK" | version u32 (1 in the clear, 2 sealed)
+//! blobs   stored bytes of each chunk, back to back (zstd frame or raw; sealed one by one)
+//! entries count x 52-byte entry (see `Entry::encode`; sealed as one)
+//! footer  count u32 | version u32 | BLAKE3(stored entries) [32] | "COFFRPKT"
 //! ```
+//! In an encrypted repository (version 2) each blob is sealed on its own with its kind and
+//! chunk id as associated data ([`crate::crypto::blob_ad`]), so a restore still reads one
+//! blob's byte range; the entries are sealed as one, so blob boundaries, ids and sizes are
+//! secret. The blobs of a file are also spread in random order over the pack and the next
+//! (`crate::scatter`), so a pack's size says nothing of where a file's chunks were cut.
 //! A pack's name is the BLAKE3 of its trailer (entries and footer). Every other byte of the
 //! file belongs to a blob checked by its own keyed hash, so the name still identifies the
 //! pack's content without a second hashing pass over everything written, and the trailer
 //! alone rebuilds the index. A pack is written into a [`Storage::spool`] and stored under its
 //! id with the guarantees of an atomic put: it exists whole or not at all, on every storage.
 
+use crate::crypto::{blob_ad, Cipher, TRAILER_AD};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, PackId};
 use crate::storage::{object_path, Kind, Spool, Storage};
@@ -19,7 +25,19 @@ use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"COFFRPAK";
 pub const FOOTER_MAGIC: &[u8; 8] = b"COFFRPKT";
+/// Pack version in the clear (`--encryption none`).
 pub const VERSION: u32 = 1;
+/// Pack version with sealed blobs and trailer.
+pub const VERSION_SEALED: u32 = 2;
+
+/// The pack version written and read with `cipher`.
+pub fn version_for(cipher: &Cipher) -> u32 {
+    if cipher.is_encrypted() {
+        VERSION_SEALED
+    } else {
+        VERSION
+    }
+}
 pub const HEADER_LEN: u64 = 12;
 pub const ENTRY_LEN: usize = 52;
 pub const FOOTER_LEN: usize = 48;
@@ -90,18 +108,24 @@ impl Entry {
     }
 }
 
-/// Encodes the trailer (entries + footer) for `entries`.
-pub fn encode_trailer(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * ENTRY_LEN + FOOTER_LEN);
+/// Encodes the trailer (entries, sealed with `cipher`, + footer) for `entries`.
+pub fn encode_trailer(entries: &[Entry], cipher: &Cipher) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(entries.len() * ENTRY_LEN);
     for e in entries {
-        e.encode(&mut out);
+        e.encode(&mut plain);
     }
+    let mut out = cipher.seal(TRAILER_AD, &plain);
     let sum = blake3::hash(&out);
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version_for(cipher).to_le_bytes());
     out.extend_from_slice(sum.as_bytes());
     out.extend_from_slice(FOOTER_MAGIC);
     out
+}
+
+/// Bytes of the trailer (stored entries and footer) of a pack of `count` entries.
+pub fn trailer_len(count: usize, cipher: &Cipher) -> usize {
+    count * ENTRY_LEN + cipher.overhead() + FOOTER_LEN
 }
 
 /// A pack's id: the BLAKE3 of its trailer bytes (entries and footer).
@@ -117,7 +141,7 @@ pub enum TrailerRead {
     NeedTail(u64),
 }
 
-pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8]) -> Result<TrailerRead> {
+pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8], cipher: &Cipher) -> Result<TrailerRead> {
     let min_len = HEADER_LEN + FOOTER_LEN as u64;
     if file_len < min_len || (tail.len() as u64) < (FOOTER_LEN as u64).min(file_len) {
         return Err(Error::corrupt(path, file_len, format!("pack is {file_len} bytes, too short to hold a trailer")));
@@ -129,14 +153,20 @@ pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8]) -> Result<Trailer
     }
     let count = u32::from_le_bytes(f[0..4].try_into().expect("4 bytes")) as u64;
     let version = u32::from_le_bytes(f[4..8].try_into().expect("4 bytes"));
-    if version != VERSION {
+    if version != version_for(cipher) {
+        if version == VERSION || version == VERSION_SEALED {
+            // A pack of the other kind: planted, or copied from another repository.
+            let (is, repo) = if version == VERSION { ("in the clear", "encrypted") } else { ("sealed", "unencrypted") };
+            return Err(Error::corrupt(path, footer_off + 4, format!("pack is {is} in an {repo} repository")));
+        }
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
-            supported: VERSION.to_string(),
+            supported: version_for(cipher).to_string(),
         });
     }
-    let entries_len = count * ENTRY_LEN as u64;
+    let overhead = cipher.overhead() as u64;
+    let entries_len = count * ENTRY_LEN as u64 + overhead;
     if entries_len + FOOTER_LEN as u64 + HEADER_LEN > file_len {
         return Err(Error::corrupt(
             path,
@@ -148,11 +178,14 @@ pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8]) -> Result<Trailer
     if (tail.len() as u64) < needed {
         return Ok(TrailerRead::NeedTail(needed));
     }
-    let entries_bytes = &tail[tail.len() - needed as usize..tail.len() - FOOTER_LEN];
+    let stored_entries = &tail[tail.len() - needed as usize..tail.len() - FOOTER_LEN];
     let entries_off = file_len - needed;
-    if blake3::hash(entries_bytes).as_bytes() != &f[8..40] {
+    if blake3::hash(stored_entries).as_bytes() != &f[8..40] {
         return Err(Error::corrupt(path, entries_off, "pack trailer checksum mismatch"));
     }
+    let entries_bytes = cipher.open(TRAILER_AD, stored_entries).ok_or_else(|| {
+        Error::corrupt(path, entries_off, "pack trailer does not authenticate (damaged, or not this repository's)")
+    })?;
     let mut out = Vec::with_capacity(count as usize);
     let mut expect_off = HEADER_LEN;
     for (i, chunk) in entries_bytes.chunks_exact(ENTRY_LEN).enumerate() {
@@ -162,7 +195,7 @@ pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8]) -> Result<Trailer
         if e.offset != expect_off || e.offset + e.stored_len as u64 > entries_off {
             return Err(Error::corrupt(path, at, format!("entry {i} points outside the pack body")));
         }
-        if e.compression == Compression::None && e.stored_len != e.raw_len {
+        if e.compression == Compression::None && e.stored_len as u64 != e.raw_len as u64 + overhead {
             return Err(Error::corrupt(path, at, format!("entry {i}: raw blob with two different lengths")));
         }
         expect_off += e.stored_len as u64;
@@ -175,8 +208,8 @@ pub fn decode_trailer(path: &Path, file_len: u64, tail: &[u8]) -> Result<Trailer
 }
 
 /// Decodes and validates the trailer of a whole pack's bytes `data`.
-pub fn trailer_in(path: &Path, data: &[u8]) -> Result<Vec<Entry>> {
-    match decode_trailer(path, data.len() as u64, data)? {
+pub fn trailer_in(path: &Path, data: &[u8], cipher: &Cipher) -> Result<Vec<Entry>> {
+    match decode_trailer(path, data.len() as u64, data, cipher)? {
         TrailerRead::Done(entries) => Ok(entries),
         // The whole pack was given: more tail can't be needed unless the footer lies.
         TrailerRead::NeedTail(_) => Err(Error::corrupt(path, 0, "pack trailer length is inconsistent")),
@@ -190,12 +223,12 @@ pub fn object(storage: &dyn Storage, id: &PackId) -> PathBuf {
 
 /// Reads and validates the trailer of the pack `id` of `size` bytes (its listed size),
 /// reading only the pack's tail.
-pub fn read_trailer(storage: &dyn Storage, id: &PackId, size: u64) -> Result<Vec<Entry>> {
+pub fn read_trailer(storage: &dyn Storage, id: &PackId, size: u64, cipher: &Cipher) -> Result<Vec<Entry>> {
     let path = object(storage, id);
     let mut want = (FOOTER_LEN as u64 + 64 * ENTRY_LEN as u64).min(size);
     loop {
         let tail = storage.read(Kind::Packs, &id.to_hex(), Some(size - want..size))?;
-        match decode_trailer(&path, size, &tail)? {
+        match decode_trailer(&path, size, &tail, cipher)? {
             TrailerRead::Done(entries) => return Ok(entries),
             TrailerRead::NeedTail(n) if n > want && n <= size => want = n,
             TrailerRead::NeedTail(_) => return Err(Error::corrupt(&path, 0, "pack trailer length is inconsistent")),
@@ -203,8 +236,32 @@ pub fn read_trailer(storage: &dyn Storage, id: &PackId, size: u64) -> Result<Vec
     }
 }
 
+/// The stored form of a blob: `bytes` (compressed or not) sealed with its kind and id.
+pub fn seal_blob(cipher: &Cipher, id: &ChunkId, kind: BlobKind, bytes: Vec<u8>) -> Vec<u8> {
+    match cipher {
+        Cipher::None => bytes,
+        _ => cipher.seal(&blob_ad(kind as u8, id.as_bytes()), &bytes),
+    }
+}
+
 /// Decodes a stored blob to its raw bytes and checks it is the chunk it claims to be.
-pub fn decode_blob(path: &Path, e: &Entry, stored: &[u8], hasher: &crate::chunker::Hasher) -> Result<Vec<u8>> {
+pub fn decode_blob(
+    path: &Path,
+    e: &Entry,
+    stored: &[u8],
+    hasher: &crate::chunker::Hasher,
+    cipher: &Cipher,
+) -> Result<Vec<u8>> {
+    let opened;
+    let stored = match cipher {
+        Cipher::None => stored,
+        _ => {
+            opened = cipher.open(&blob_ad(e.kind as u8, e.id.as_bytes()), stored).ok_or_else(|| {
+                Error::corrupt(path, e.offset, format!("chunk {}: does not authenticate (damaged)", e.id.short()))
+            })?;
+            &opened[..]
+        }
+    };
     let raw = match e.compression {
         Compression::None => stored.to_vec(),
         Compression::Zstd => zstd::bulk::decompress(stored, e.raw_len as usize)
@@ -238,7 +295,9 @@ const SALVAGE_MAX_RAW: u32 = 16 << 20;
 /// 3. each gap between two recovered blobs (or between the header and the first one), as
 ///    one raw blob: a raw blob whose entry was lost sits exactly there.
 ///
-/// Returns the recovered entries in offset order, each naming bytes of `data`.
+/// Returns the recovered entries in offset order, each naming bytes of `data`. Packs in the
+/// clear only: sealed blobs hide their boundaries (which is the point), so a sealed pack
+/// without its trailer can't be delimited and yields nothing.
 pub fn salvage(path: &Path, data: &[u8], hasher: &crate::chunker::Hasher) -> Vec<Entry> {
     let mut found: std::collections::BTreeMap<u64, Entry> = Default::default();
     let mut ids: std::collections::HashSet<ChunkId> = Default::default();
@@ -247,7 +306,7 @@ pub fn salvage(path: &Path, data: &[u8], hasher: &crate::chunker::Hasher) -> Vec
     let mut trailer_start: Option<u64> = None;
     let check = |e: &Entry| -> bool {
         let end = e.offset as usize + e.stored_len as usize;
-        end <= data.len() && decode_blob(path, e, &data[e.offset as usize..end], hasher).is_ok()
+        end <= data.len() && decode_blob(path, e, &data[e.offset as usize..end], hasher, &Cipher::None).is_ok()
     };
     // 1. Surviving entries.
     if data.len() >= body_start + ENTRY_LEN {
@@ -414,19 +473,20 @@ pub struct PackWriter {
     spool: Box<dyn Spool>,
     offset: u64,
     entries: Vec<Entry>,
+    cipher: Cipher,
 }
 
 impl PackWriter {
-    pub fn create(storage: &dyn Storage) -> Result<PackWriter> {
+    pub fn create(storage: &dyn Storage, cipher: &Cipher) -> Result<PackWriter> {
         let mut spool = storage.spool(Kind::Packs)?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&version_for(cipher).to_le_bytes());
         spool.write(&header)?;
-        Ok(PackWriter { spool, offset: HEADER_LEN, entries: Vec::new() })
+        Ok(PackWriter { spool, offset: HEADER_LEN, entries: Vec::new(), cipher: cipher.clone() })
     }
 
-    /// Appends a stored blob.
+    /// Appends a stored blob (already sealed by [`seal_blob`] in an encrypted repository).
     pub fn add(
         &mut self,
         id: ChunkId,
@@ -458,7 +518,7 @@ impl PackWriter {
 
     /// Appends the trailer: the pack is complete and named, not yet stored.
     pub fn close(mut self) -> Result<Closed> {
-        let trailer = encode_trailer(&self.entries);
+        let trailer = encode_trailer(&self.entries, &self.cipher);
         self.spool.write(&trailer)?;
         let id = pack_id_of_trailer(&trailer);
         let size = self.offset + trailer.len() as u64;
@@ -492,14 +552,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn entries_strategy() -> impl Strategy<Value = Vec<Entry>> {
-        proptest::collection::vec((any::<[u8; 32]>(), any::<bool>(), any::<bool>(), 0u32..5000, 0u32..9000), 0..40)
-            .prop_map(|v| {
+    fn cipher(sealed: bool) -> Cipher {
+        if sealed {
+            Cipher::new(&[5; 32])
+        } else {
+            Cipher::None
+        }
+    }
+
+    fn entries_strategy() -> impl Strategy<Value = (bool, Vec<Entry>)> {
+        any::<bool>().prop_flat_map(|sealed| (Just(sealed), entries_with(cipher(sealed).overhead() as u32)))
+    }
+
+    fn entries_with(overhead: u32) -> impl Strategy<Value = Vec<Entry>> {
+        proptest::collection::vec((any::<[u8; 32]>(), any::<bool>(), any::<bool>(), overhead..5000, 0u32..9000), 0..40)
+            .prop_map(move |v| {
                 let mut off = HEADER_LEN;
                 v.into_iter()
                     .map(|(id, tree, z, stored, raw)| {
                         let compression = if z { Compression::Zstd } else { Compression::None };
-                        let raw_len = if z { raw } else { stored };
+                        let raw_len = if z { raw } else { stored - overhead };
                         let e = Entry {
                             id: ChunkId(Id(id)),
                             kind: if tree { BlobKind::Tree } else { BlobKind::Data },
@@ -517,11 +589,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn trailer_round_trip(entries in entries_strategy()) {
+        fn trailer_round_trip((sealed, entries) in entries_strategy()) {
+            let c = cipher(sealed);
             let body: u64 = entries.iter().map(|e| e.stored_len as u64).sum();
-            let trailer = encode_trailer(&entries);
+            let trailer = encode_trailer(&entries, &c);
             let len = HEADER_LEN + body + trailer.len() as u64;
-            match decode_trailer(Path::new("p"), len, &trailer).unwrap() {
+            prop_assert!(decode_trailer(Path::new("p"), len, &trailer, &cipher(!sealed)).is_err());
+            match decode_trailer(Path::new("p"), len, &trailer, &c).unwrap() {
                 TrailerRead::Done(got) => prop_assert_eq!(got, entries),
                 TrailerRead::NeedTail(_) => prop_assert!(false, "full trailer given"),
             }
@@ -529,18 +603,20 @@ mod tests {
 
         #[test]
         fn trailer_garbage_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..400), len in 0u64..100_000) {
-            let _ = decode_trailer(Path::new("p"), len.max(tail.len() as u64), &tail);
+            let _ = decode_trailer(Path::new("p"), len.max(tail.len() as u64), &tail, &Cipher::None);
+            let _ = decode_trailer(Path::new("p"), len.max(tail.len() as u64), &tail, &cipher(true));
         }
 
         #[test]
-        fn flipped_trailer_byte_is_detected(entries in entries_strategy(), flip in any::<usize>()) {
+        fn flipped_trailer_byte_is_detected((sealed, entries) in entries_strategy(), flip in any::<usize>()) {
             prop_assume!(!entries.is_empty());
+            let c = cipher(sealed);
             let body: u64 = entries.iter().map(|e| e.stored_len as u64).sum();
-            let mut trailer = encode_trailer(&entries);
+            let mut trailer = encode_trailer(&entries, &c);
             let i = flip % trailer.len();
             trailer[i] ^= 0x10;
             let len = HEADER_LEN + body + trailer.len() as u64;
-            let r = decode_trailer(Path::new("p"), len, &trailer);
+            let r = decode_trailer(Path::new("p"), len, &trailer, &c);
             prop_assert!(!matches!(r, Ok(TrailerRead::Done(ref got)) if *got != entries));
         }
     }
@@ -549,7 +625,7 @@ mod tests {
     fn salvage_recovers_every_blob_of_a_pack_without_its_footer_and_never_panics_on_garbage() {
         let hasher = crate::chunker::Hasher::new([7u8; 32]);
         let mem = crate::storage::MemStorage::new();
-        let mut w = PackWriter::create(&mem).unwrap();
+        let mut w = PackWriter::create(&mem, &Cipher::None).unwrap();
         let mut ids = Vec::new();
         for i in 0..20u64 {
             let raw = if i % 2 == 0 {
@@ -574,6 +650,41 @@ mod tests {
             let _ = salvage(Path::new("p"), &garbage, &hasher);
             let _ = salvage(Path::new("p"), &garbage[..(seed as usize * 7) % 60], &hasher);
         }
+    }
+
+    #[test]
+    fn a_sealed_pack_reads_back_and_any_flipped_byte_is_caught() {
+        let hasher = crate::chunker::Hasher::new([7u8; 32]);
+        let c = cipher(true);
+        let mem = crate::storage::MemStorage::new();
+        let mut w = PackWriter::create(&mem, &c).unwrap();
+        let raws: Vec<Vec<u8>> = (0..5u64).map(|i| format!("blob {i} ").repeat(50 + i as usize).into_bytes()).collect();
+        for raw in &raws {
+            let (z, stored) = compress(raw, 3);
+            let id = hasher.id(raw);
+            let stored = seal_blob(&c, &id, BlobKind::Data, stored);
+            w.add(id, BlobKind::Data, z, &stored, raw.len() as u32).unwrap();
+        }
+        let pack = w.finish(&mem).unwrap();
+        let data = mem.read(Kind::Packs, &pack.id.to_hex(), None).unwrap();
+        assert_eq!(u32::from_le_bytes(data[8..12].try_into().unwrap()), VERSION_SEALED);
+        let entries = trailer_in(Path::new("p"), &data, &c).unwrap();
+        assert!(trailer_in(Path::new("p"), &data, &Cipher::None).is_err(), "read as a pack in the clear");
+        for (e, raw) in entries.iter().zip(&raws) {
+            let stored = &data[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+            assert_eq!(&decode_blob(Path::new("p"), e, stored, &hasher, &c).unwrap(), raw);
+            for i in [0, stored.len() / 2, stored.len() - 1] {
+                let mut bad = stored.to_vec();
+                bad[i] ^= 1;
+                let err = decode_blob(Path::new("p"), e, &bad, &hasher, &c).unwrap_err();
+                assert!(err.to_string().contains("does not authenticate"), "{err}");
+            }
+            // The right bytes read as another chunk (a swapped entry) do not open either.
+            let other = Entry { id: hasher.id(b"other"), ..*e };
+            assert!(decode_blob(Path::new("p"), &other, stored, &hasher, &c).is_err());
+        }
+        let body = &data[HEADER_LEN as usize..entries.last().map(|e| (e.offset + e.stored_len as u64) as usize).unwrap()];
+        assert!(!body.windows(6).any(|w| w == b"blob 0"), "plaintext in a sealed pack");
     }
 
     #[test]

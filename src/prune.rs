@@ -205,7 +205,7 @@ fn read_needed(repo: &Repo, id: &PackId, entries: &[pack::Entry]) -> Result<Vec<
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         let stored = repo.read_pack_range(id, e.offset, e.offset + e.stored_len as u64)?;
-        pack::decode_blob(&path, e, &stored, &repo.hasher)?;
+        pack::decode_blob(&path, e, &stored, &repo.hasher, &repo.cipher)?;
         out.push((*e, stored));
     }
     Ok(out)
@@ -334,7 +334,7 @@ pub fn prune(repo: &Repo, opts: &Options, notify: &mut dyn FnMut(String)) -> Res
             for (e, stored) in blobs {
                 let w = match writer.as_mut() {
                     Some(w) => w,
-                    None => writer.insert(PackWriter::create(&*repo.storage)?),
+                    None => writer.insert(PackWriter::create(&*repo.storage, &repo.cipher)?),
                 };
                 w.add(e.id, e.kind, e.compression, &stored, e.raw_len)?;
                 rep.blobs_copied += 1;

@@ -12,14 +12,17 @@
 //! tmp/            (local repositories) files being written; never read as data
 //! ```
 
-use crate::chunker::Hasher;
+use crate::chunker::{Hasher, Params};
 use crate::config::Config;
+use crate::crypto::key::{KdfParams, MasterKey};
+use crate::crypto::password::Source;
+use crate::crypto::{keyring, Cipher};
 use crate::error::{Error, IoContext, Result};
 use crate::id::{ChunkId, PackId, SetId, TreeId};
 use crate::index::Index;
 use crate::pack::{self, BlobKind};
 use crate::set::Manifest;
-use crate::storage::{object_path, Kind, LocalStorage, Storage};
+use crate::storage::{object_path, Kind, LocalStorage, SealedStorage, Storage};
 use crate::tree::{ChunkRef, Tree};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,10 +31,17 @@ pub struct Repo {
     pub root: PathBuf,
     pub config: Config,
     pub hasher: Hasher,
+    /// The chunker's sizes and the repository's gear seed.
+    pub chunker: Params,
+    /// Seals pack blobs and trailers (whole objects are sealed by [`Repo::storage`]).
+    pub cipher: Cipher,
+    /// The master key and the key object that opened it (`None`: unencrypted).
+    pub unlocked: Option<keyring::Unlocked>,
     /// The repository can't be written (read-only media): it is read without leases, and
     /// `verify` does not record verification times.
     pub read_only: bool,
-    /// The repository's objects: every repository byte goes through it.
+    /// The repository's objects: every repository byte goes through it (in an encrypted
+    /// repository a [`SealedStorage`], which seals and opens whole objects).
     pub storage: Arc<dyn Storage>,
     /// The local catalog (a cache of the index objects).
     catalog: PathBuf,
@@ -68,7 +78,7 @@ impl Repo {
     }
 
     /// Creates a repository in `root`, which must be missing or an empty directory.
-    pub fn init(root: &Path, compression_level: i32, now: String) -> Result<Repo> {
+    pub fn init(root: &Path, opts: &InitOptions, now: String) -> Result<Repo> {
         if root.exists() {
             if Repo::config_path(root).exists() {
                 return Err(Error::InvalidInput(format!("{}: already a coffer repository", root.display())));
@@ -81,50 +91,55 @@ impl Repo {
                 )));
             }
         }
-        if !(1..=22).contains(&compression_level) {
-            return Err(Error::InvalidInput(format!("compression level {compression_level} is outside 1..=22")));
-        }
-        for d in ["", "packs", "index", "sets", "locks", "tmp"] {
+        opts.check()?;
+        // The password first: a prompt that fails must not leave a half-made directory.
+        let password = if opts.encrypted { Some(opts.password.get(&root.display().to_string(), true)?) } else { None };
+        for d in ["", "packs", "index", "sets", "locks", "keys", "tmp"] {
             crate::store::create_private_dirs(&root.join(d))?;
         }
-        // The config goes last: a directory is a repository only once it is complete.
-        Repo::init_storage(
-            Arc::new(LocalStorage::open(root)?),
-            compression_level,
-            now,
-            &crate::filecache::cache_root(),
-        )?;
-        Repo::open(root)
+        let cache = crate::filecache::cache_root();
+        let given = InitOptions { password: password.map(Source::Given).unwrap_or(Source::Prompt), ..opts.clone() };
+        Repo::init_storage(Arc::new(LocalStorage::open(root)?), &given, now, &cache)?;
+        Repo::open_with(root, &cache, &given.password)
     }
 
     /// Creates a repository in `storage`, which must hold no config yet, and opens it with
-    /// its catalog under `cache_root`.
-    pub fn init_storage(
-        storage: Arc<dyn Storage>,
-        compression_level: i32,
-        now: String,
-        cache_root: &Path,
-    ) -> Result<Repo> {
+    /// its catalog under `cache_root`. The config goes last: a storage holds a repository
+    /// only once it is complete.
+    pub fn init_storage(storage: Arc<dyn Storage>, opts: &InitOptions, now: String, cache_root: &Path) -> Result<Repo> {
         if storage.size(Kind::Config, Config::NAME)?.is_some() {
             return Err(Error::InvalidInput(format!("{}: already a coffer repository", storage.location())));
         }
-        if !(1..=22).contains(&compression_level) {
-            return Err(Error::InvalidInput(format!("compression level {compression_level} is outside 1..=22")));
+        opts.check()?;
+        let mut master = MasterKey::random();
+        let repository_id: [u8; 8] = crate::crypto::random_array();
+        let secrets = (&master.chunk_key, master.gear_seed);
+        let config = Config::new(repository_id, secrets, opts.encrypted, opts.compression_level, now.clone());
+        let config_bytes = config.encode();
+        if opts.encrypted {
+            master.config_hash = *blake3::hash(&config_bytes).as_bytes();
+            let password = opts.password.get(&storage.location(), true)?;
+            keyring::add(&*storage, &master, password.as_bytes(), opts.kdf, now)?;
         }
-        let mut random = [0u8; 48];
-        getrandom::getrandom(&mut random)
-            .map_err(|e| Error::Failed(format!("no randomness for the chunk key: {e}")))?;
-        Config::new(&random, compression_level, now).store(&*storage)?;
-        Repo::open_storage(storage, cache_root, false)
+        storage.put(Kind::Config, Config::NAME, &config_bytes)?;
+        Repo::open_storage(storage, cache_root, false, &opts.password)
     }
 
-    /// Opens the local repository at `root` with the default cache directory.
+    /// Opens the local repository at `root` with the default cache directory, the password
+    /// from the environment.
     pub fn open(root: &Path) -> Result<Repo> {
         Repo::open_in(root, &crate::filecache::cache_root())
     }
 
-    /// Opens the local repository at `root`, its catalog under `cache_root`.
+    /// Opens the local repository at `root`, its catalog under `cache_root`, the password
+    /// from the environment.
     pub fn open_in(root: &Path, cache_root: &Path) -> Result<Repo> {
+        Repo::open_with(root, cache_root, &Source::from_env())
+    }
+
+    /// Opens the local repository at `root`, its catalog under `cache_root`, the password
+    /// (if it is encrypted) from `password`.
+    pub fn open_with(root: &Path, cache_root: &Path, password: &Source) -> Result<Repo> {
         let meta = std::fs::metadata(root)
             .map_err(|e| Error::NotARepository { path: root.to_path_buf(), why: e.to_string() })?;
         if !meta.is_dir() {
@@ -139,14 +154,14 @@ impl Repo {
             }
         }
         let read_only = crate::sys::read_only(root);
-        Repo::open_storage(Arc::new(LocalStorage::open(root)?), cache_root, read_only)
+        Repo::open_storage(Arc::new(LocalStorage::open(root)?), cache_root, read_only, password)
     }
 
-    /// Opens the repository in `storage`, its catalog under `cache_root`: the catalog is
-    /// created, or rebuilt when it is damaged or of another schema, and brought in step with
-    /// the repository's index objects.
-    pub fn open_storage(storage: Arc<dyn Storage>, cache_root: &Path, read_only: bool) -> Result<Repo> {
-        let config = Config::load(&*storage)?;
+    /// Opens the repository in `storage`, its catalog under `cache_root`: an encrypted one is
+    /// unlocked with the password from `password`; the catalog is created, or rebuilt when it
+    /// is damaged or of another schema, and brought in step with the index objects.
+    pub fn open_storage(raw: Arc<dyn Storage>, cache_root: &Path, read_only: bool, password: &Source) -> Result<Repo> {
+        let Opened { config, unlocked, hasher, chunker, cipher, storage } = Opened::unlock(raw, cache_root, password)?;
         let catalog = Repo::catalog_path(cache_root, &config.repository_id);
         let mut idx = crate::catalog::open_or_create(&catalog, &config.repository_id)?;
         let synced = crate::catalog::sync(&mut idx, &*storage, crate::clock::now_secs())?;
@@ -157,7 +172,10 @@ impl Repo {
         let threads = rayon::current_num_threads().max(1) + 2;
         let repo = Repo {
             root: PathBuf::from(storage.location()),
-            hasher: Hasher::new(config.key()),
+            hasher,
+            chunker,
+            cipher,
+            unlocked,
             config,
             read_only,
             storage,
@@ -222,7 +240,7 @@ impl Repo {
 
     pub fn read_entry(&self, pack_id: &PackId, e: &pack::Entry) -> Result<Vec<u8>> {
         let stored = self.read_pack_range(pack_id, e.offset, e.offset + e.stored_len as u64)?;
-        pack::decode_blob(&self.pack_object(pack_id), e, &stored, &self.hasher)
+        pack::decode_blob(&self.pack_object(pack_id), e, &stored, &self.hasher, &self.cipher)
     }
 
     /// Bytes `start..end` of a pack, as stored (a range past the pack's end is an error
@@ -341,7 +359,7 @@ impl Repo {
             if known.contains(&id) {
                 continue;
             }
-            if let Ok(entries) = pack::read_trailer(&*self.storage, &id, size) {
+            if let Ok(entries) = pack::read_trailer(&*self.storage, &id, size, &self.cipher) {
                 idx.add_pack(&pack::Finished { id, size, entries }, now)?;
                 adopted += 1;
             }
@@ -361,6 +379,93 @@ impl Repo {
     /// Removes a set's manifest (forget). Its data stays until prune.
     pub fn remove_manifest(&self, id: &SetId) -> Result<()> {
         self.storage.remove(Kind::Sets, &id.to_hex())
+    }
+}
+
+/// A repository's config and keys, before its catalog is opened (`repair index` rebuilds
+/// the catalog from here).
+pub struct Opened {
+    pub config: Config,
+    pub unlocked: Option<keyring::Unlocked>,
+    pub hasher: Hasher,
+    pub chunker: Params,
+    pub cipher: Cipher,
+    /// The storage to use: `raw`, or a [`SealedStorage`] around it.
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Opened {
+    /// Reads the config of the repository in `raw` and, if it is encrypted, unlocks it with
+    /// the password from `password` (the key that opened it last on this machine, recorded
+    /// under `cache_root`, is tried first).
+    pub fn unlock(raw: Arc<dyn Storage>, cache_root: &Path, password: &Source) -> Result<Opened> {
+        let config_bytes = raw.read(Kind::Config, Config::NAME, None)?;
+        let config = Config::decode(Path::new(&object_path(&*raw, Kind::Config, Config::NAME)), &config_bytes)?;
+        let cache_dir = cache_root.join(&config.repository_id);
+        let (unlocked, chunk_key, seed) = match config.clear_secrets() {
+            Some((key, seed)) => (None, key, seed),
+            None => {
+                let hint = std::fs::read_to_string(keyring::hint_path(&cache_dir)).ok();
+                let hint = hint.as_deref().map(str::trim);
+                let u = keyring::unlock(&*raw, &config_bytes, password, hint)?;
+                if hint != Some(u.key_name.as_str()) {
+                    // Best effort: without it the next open tries the keys in name order.
+                    let _ = crate::store::create_private_dirs(&cache_dir)
+                        .and_then(|()| crate::store::create_private(&keyring::hint_path(&cache_dir)))
+                        .and_then(|mut f| std::io::Write::write_all(&mut f, u.key_name.as_bytes()).ctx(&cache_dir));
+                }
+                let (key, seed) = (u.master.chunk_key, u.master.gear_seed);
+                (Some(u), key, seed)
+            }
+        };
+        let cipher = match &unlocked {
+            Some(u) => Cipher::new(&u.master.data_key),
+            None => Cipher::None,
+        };
+        let storage: Arc<dyn Storage> = match cipher {
+            Cipher::None => raw,
+            _ => Arc::new(SealedStorage::new(raw, cipher.clone())),
+        };
+        Ok(Opened {
+            hasher: Hasher::new(chunk_key),
+            chunker: Params::with_seed(&config.chunker, seed),
+            config,
+            unlocked,
+            cipher,
+            storage,
+        })
+    }
+}
+
+/// How `init` makes a repository.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub compression_level: i32,
+    /// Seal every object (the default); `false` is `--encryption none`.
+    pub encrypted: bool,
+    /// Argon2id cost of the first key.
+    pub kdf: KdfParams,
+    /// The first key's password (asked twice on a terminal).
+    pub password: Source,
+}
+
+impl InitOptions {
+    /// Encrypted, zstd level 3, default key derivation, the password from the environment.
+    pub fn new() -> InitOptions {
+        InitOptions { compression_level: 3, encrypted: true, kdf: KdfParams::DEFAULT, password: Source::from_env() }
+    }
+
+    fn check(&self) -> Result<()> {
+        if !(1..=22).contains(&self.compression_level) {
+            return Err(Error::InvalidInput(format!("compression level {} is outside 1..=22", self.compression_level)));
+        }
+        Ok(())
+    }
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions::new()
     }
 }
 

@@ -15,6 +15,8 @@
 //!   chunker's maximum size) wait in memory, which is the pipeline's in-flight byte budget.
 
 use crate::chunker::Hasher;
+use crate::crypto::Cipher;
+use crate::scatter::Scatter;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
 use crate::index::{Filter, Index};
@@ -183,6 +185,8 @@ impl<'a> Sink<'a> {
             return Ok((id, 0));
         }
         let (compression, stored) = pack::compress(raw, self.level);
+        // Sealed here, on the worker threads, not by the single pack writer.
+        let stored = pack::seal_blob(&self.repo.cipher, &id, kind, stored);
         let n = stored.len() as u64;
         self.counters.chunks_new.fetch_add(1, Relaxed);
         self.counters.raw_new.fetch_add(raw.len() as u64, Relaxed);
@@ -207,6 +211,7 @@ pub fn build_filter(index: &Index) -> Result<Filter> {
 #[allow(clippy::too_many_arguments)]
 pub fn write_packs(
     storage: &dyn Storage,
+    cipher: &Cipher,
     mut index: Index,
     rx: Receiver<Blob>,
     target: u64,
@@ -237,17 +242,27 @@ pub fn write_packs(
             }
         });
         let mut current: Option<PackWriter> = None;
+        let mut scatter = Scatter::new(if cipher.is_encrypted() { target / 4 } else { 0 });
         let fill = (|| -> Result<()> {
-            for blob in rx.iter() {
+            let write = |blob: Blob, current: &mut Option<PackWriter>| -> Result<()> {
                 let w = match current.as_mut() {
                     Some(w) => w,
-                    None => current.insert(PackWriter::create(storage)?),
+                    None => current.insert(PackWriter::create(storage, cipher)?),
                 };
                 w.add(blob.id, blob.kind, blob.compression, &blob.stored, blob.raw_len)?;
                 if w.size() >= target {
                     let closed = current.take().expect("just used").close()?;
                     seal_tx.send(closed).map_err(|_| Error::Failed("the pack sealer stopped".into()))?;
                 }
+                Ok(())
+            };
+            for blob in rx.iter() {
+                for b in scatter.push(blob) {
+                    write(b, &mut current)?;
+                }
+            }
+            for b in scatter.drain() {
+                write(b, &mut current)?;
             }
             if let Some(w) = current.take() {
                 seal_tx.send(w.close()?).map_err(|_| Error::Failed("the pack sealer stopped".into()))?;

@@ -13,13 +13,27 @@ pub struct InitArgs {
     /// zstd level for new chunks (1-22).
     #[arg(long, default_value_t = 3)]
     compression_level: i32,
+    /// `none` makes an unencrypted repository (for a disk that is already encrypted).
+    #[arg(long, value_parser = ["xchacha20poly1305", "none"], default_value = "xchacha20poly1305")]
+    encryption: String,
+    /// Argon2id cost of the first key: m=KIB,t=ITERATIONS,p=LANES (default m=65536,t=6,p=1,
+    /// about 0.5 s). Lower it only for tests or slow machines.
+    #[arg(long, env = "COFFER_KDF_PARAMS", value_name = "PARAMS")]
+    kdf_params: Option<String>,
 }
 
 impl InitArgs {
     pub fn run(self) -> Result<i32> {
-        let InitArgs { repo, compression_level } = self;
-        let r = Repo::init(&repo.repo, compression_level, now())?;
-        line(&format!("created coffer repository {} at {}", r.config.repository_id, repo.repo.display()));
+        let InitArgs { repo, compression_level, encryption, kdf_params } = self;
+        let opts = coffer::repo::InitOptions {
+            compression_level,
+            encrypted: encryption != "none",
+            kdf: super::key::kdf(kdf_params.as_deref())?,
+            password: repo.password(),
+        };
+        let r = Repo::init(&repo.repo, &opts, now())?;
+        let how = if opts.encrypted { "encrypted" } else { "UNENCRYPTED" };
+        line(&format!("created {how} coffer repository {} at {}", r.config.repository_id, repo.repo.display()));
         Ok(0)
     }
 }
@@ -65,6 +79,9 @@ impl BackupArgs {
         let BackupArgs { repo, name, tags, json, no_cache, one_file_system, threads, set_file, strict, time, paths } =
             self;
         let r = open(&repo)?;
+        if !r.config.is_encrypted() {
+            eprintln!("coffer: warning: {} is UNENCRYPTED (made with --encryption none)", repo.repo.display());
+        }
         let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
         let (sources, checked_paths) = match &def {
             Some(d) => (d.sources(), d.source_paths()),

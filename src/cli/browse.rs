@@ -107,6 +107,8 @@ impl StatsArgs {
         if json {
             json_line(&serde_json::to_value(&s).expect("json"));
         } else {
+            let enc = if s.encryption == "none" { "none (UNENCRYPTED)".to_string() } else { s.encryption.clone() };
+            line(&format!("encryption:        {enc}"));
             line(&format!("sets:              {}", s.sets));
             line(&format!("logical size:      {}", bytes(s.logical_bytes)));
             line(&format!("unique data:       {}", bytes(s.unique_bytes)));

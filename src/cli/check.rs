@@ -4,7 +4,6 @@ use super::output::{self, bytes, line};
 use super::{json_line, open, RepoArg, EXIT_DAMAGE};
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use coffer::repo::Repo;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -125,8 +124,9 @@ impl RepairIndexArgs {
     pub fn run(self) -> Result<i32> {
         let RepairIndexArgs { repo } = self;
         // Not `Repo::open`: the catalog it opens may be what is broken.
-        let storage = std::sync::Arc::new(coffer::storage::LocalStorage::open(&repo.repo)?);
-        let cfg = coffer::config::Config::load(&*storage)?;
+        let raw = std::sync::Arc::new(coffer::storage::LocalStorage::open(&repo.repo)?);
+        let opened = coffer::repo::Opened::unlock(raw, &coffer::filecache::cache_root(), &repo.password())?;
+        let (storage, cfg) = (opened.storage.clone(), &opened.config);
         if coffer::sys::read_only(&repo.repo) {
             bail!("{}: the repository is on read-only storage (or not writable by this user); `repair index` needs to write to it", repo.repo.display());
         }
@@ -137,12 +137,11 @@ impl RepairIndexArgs {
             &mut |m| eprintln!("coffer: {m}"),
         )?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let hasher = coffer::chunker::Hasher::new(cfg.key());
         let catalog = coffer::repo::Repo::catalog_path(&coffer::filecache::cache_root(), &cfg.repository_id);
         if let Some(dir) = catalog.parent() {
             coffer::store::create_private_dirs(dir)?;
         }
-        let done = coffer::index::rebuild(&*storage, &catalog, &cfg.repository_id, &hasher, now)?;
+        let done = coffer::index::rebuild(&*storage, &catalog, &cfg.repository_id, &opened.hasher, &opened.cipher, now)?;
         let mut idx = coffer::index::Index::open(&catalog, &cfg.repository_id)?;
         let objects = coffer::catalog::replace_all(&mut idx, &*storage, now)?;
         line(&format!("rebuilt index from {} packs ({objects} index objects written)", done.packs));
@@ -165,7 +164,7 @@ pub struct UnlockArgs {
 impl UnlockArgs {
     pub fn run(self) -> Result<i32> {
         let UnlockArgs { repo } = self;
-        let r = Repo::open(&repo.repo)?;
+        let r = open(&repo)?;
         r.writable("unlock")?;
         let msgs = coffer::lock::remove_stale(&*r.storage)?;
         for m in &msgs {

@@ -3,14 +3,17 @@
 //! could not be read, or a restore finished but some things could not be created (device
 //! nodes when not root, refused extended attributes), 4 verification found damage or
 //! inconsistency (or a restore met damaged or missing chunks or trees: it restored
-//! everything else and lists what it could not).
+//! everything else and lists what it could not), 5 wrong password (no key of the repository
+//! opens with it).
 //!
 //! One file per command group: backup.rs (init, backup, init-set), browse.rs (sets, ls, stats),
-//! restore.rs (restore, mount, dump), check.rs (verify, repair, unlock), prune.rs (forget, prune).
+//! restore.rs (restore, mount, dump), check.rs (verify, repair, unlock), prune.rs (forget, prune),
+//! key.rs (key list, add, remove, passwd).
 
 mod backup;
 mod browse;
 mod check;
+mod key;
 mod output;
 mod prune;
 mod restore;
@@ -24,6 +27,7 @@ use std::sync::Arc;
 
 pub const EXIT_PARTIAL: i32 = 3;
 pub const EXIT_DAMAGE: i32 = 4;
+pub const EXIT_WRONG_PASSWORD: i32 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +45,21 @@ struct RepoArg {
     /// Repository directory (or set COFFER_REPO).
     #[arg(long, env = "COFFER_REPO")]
     repo: PathBuf,
+    /// Read the repository password from the first line of FILE (else COFFER_PASSWORD, or a
+    /// prompt on a terminal).
+    #[arg(long, env = "COFFER_PASSWORD_FILE", value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Run CMD (with sh -c) and use the first line it prints as the password.
+    #[arg(long, env = "COFFER_PASSWORD_COMMAND", value_name = "CMD", conflicts_with = "password_file")]
+    password_command: Option<String>,
+}
+
+impl RepoArg {
+    /// Where the password comes from: the file or the command (flags or their variables),
+    /// else COFFER_PASSWORD, else a prompt on a terminal.
+    fn password(&self) -> coffer::crypto::password::Source {
+        coffer::crypto::password::Source::from_args(self.password_file.clone(), self.password_command.clone())
+    }
 }
 
 #[derive(Subcommand)]
@@ -73,6 +92,9 @@ enum Cmd {
     Prune(prune::PruneArgs),
     /// Remove stale leases left in locks/ by processes that died.
     Unlock(check::UnlockArgs),
+    /// List, add, remove or change the passwords (key objects) that open the repository.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
 }
 
 pub fn main() -> i32 {
@@ -87,7 +109,10 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("coffer: error: {e:#}");
-            1
+            match e.downcast_ref::<coffer::Error>() {
+                Some(coffer::Error::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
+                _ => 1,
+            }
         }
     }
 }
@@ -101,7 +126,7 @@ fn now() -> String {
 }
 
 fn open(r: &RepoArg) -> Result<Repo> {
-    Ok(Repo::open(&r.repo)?)
+    Ok(Repo::open_with(&r.repo, &coffer::filecache::cache_root(), &r.password())?)
 }
 
 fn json_line(v: &serde_json::Value) {
@@ -124,5 +149,6 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Forget(a) => a.run(),
         Cmd::Prune(a) => a.run(),
         Cmd::Unlock(a) => a.run(),
+        Cmd::Key(k) => k.run(),
     }
 }

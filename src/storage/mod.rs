@@ -30,10 +30,12 @@
 mod faulty;
 mod local;
 mod mem;
+mod sealed;
 
 pub use faulty::{Effect, Fault, FaultyStorage, Op};
 pub use local::LocalStorage;
 pub use mem::MemStorage;
+pub use sealed::SealedStorage;
 
 use crate::error::{Error, Result};
 use std::ops::Range;

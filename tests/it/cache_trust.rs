@@ -37,7 +37,7 @@ fn restore_latest(env: &Env, repo: &Path, out: &Path) {
 }
 
 fn spawn_backup(env: &Env, repo: &Path, src: &Path) -> Child {
-    Command::new(coffer_bin())
+    coffer_cmd()
         .args(["backup", "--repo", s(repo), "--threads", "1", s(src)])
         .env("COFFER_CACHE_DIR", env.path("cache"))
         .stdout(Stdio::null())
@@ -280,6 +280,7 @@ fn a_file_truncated_while_being_read_never_kills_the_backup() {
 /// reaching the OOM killer).
 fn run_limited(env: &Env, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new("sh");
+    test_env(&mut cmd);
     cmd.arg("-c").arg("ulimit -v 3000000; exec \"$0\" \"$@\"").arg(coffer_bin()).args(args);
     cmd.env("COFFER_CACHE_DIR", env.path("cache")).output().unwrap()
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 /// Runs coffer with the cache `cache` (one machine), returning its output.
 fn on(cache: &Path, args: &[&str]) -> Output {
-    Command::new(coffer_bin())
+    coffer_cmd()
         .args(args)
         .env("COFFER_CACHE_DIR", cache)
         .env_remove("COFFER_REPO")
@@ -82,7 +82,7 @@ fn two_machines_back_up_into_one_repository_and_see_each_others_prunes() {
     ok_on(&cache_a, &["init", "--repo", r]);
     // At once, each with its own catalog.
     let spawn = |cache: &Path, name: &str, src: &Path| {
-        Command::new(coffer_bin())
+        coffer_cmd()
             .args(["backup", "--repo", r, "--name", name, src.to_str().unwrap()])
             .env("COFFER_CACHE_DIR", cache)
             .stdout(Stdio::null())

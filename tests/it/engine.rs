@@ -155,7 +155,7 @@ fn sets_ls_stats_and_repo_from_environment() {
     write(&src.join("x/y.txt"), b"hello");
     env.init();
     let repo = env.repo();
-    let o = Command::new(coffer_bin())
+    let o = coffer_cmd()
         .args(["backup", "--name", "alfresco", "--tag", "nightly", "--json", src.to_str().unwrap()])
         .env("COFFER_REPO", &repo)
         .env("COFFER_CACHE_DIR", env.path("cache"))
@@ -190,7 +190,7 @@ fn sigkill_mid_backup_leaves_no_set_and_the_rerun_reuses_stored_data() {
     }
     env.init();
     let repo = env.repo();
-    let mut child = Command::new(coffer_bin())
+    let mut child = coffer_cmd()
         .args(["backup", "--repo", repo.to_str().unwrap(), "--threads", "1", src.to_str().unwrap()])
         .env("COFFER_CACHE_DIR", env.path("cache"))
         .stdout(std::process::Stdio::null())
@@ -259,8 +259,9 @@ fn bad_repositories_give_clear_errors_naming_the_file() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("config") && stderr(&o).contains("truncated"), "{}", stderr(&o));
 
-    // A newer format version, and a version-1 repository (the catalog lived inside it).
-    for version in [3u32, 1] {
+    // A newer format version, and older ones (version 1 kept the catalog inside it, version 2
+    // was never encrypted).
+    for version in [4u32, 2, 1] {
         let mut other = good.clone();
         other[8..12].copy_from_slice(&version.to_le_bytes());
         std::fs::write(&cfg, &other).unwrap();
@@ -326,7 +327,7 @@ fn unreadable_files_are_reported_and_the_run_exits_3() {
     std::fs::copy(coffer_bin(), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_nobody = |args: &[&str]| {
-        Command::new("runuser")
+        test_env(&mut Command::new("runuser"))
             .args(["-u", "nobody", "--"])
             .arg(&bin)
             .args(args)

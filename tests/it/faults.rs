@@ -214,7 +214,7 @@ fn sigkill_at_random_moments_never_breaks_the_repository() {
         }
         let state = snapshot(&src);
         let before = sets(&repo);
-        let mut child = Command::new(coffer_bin())
+        let mut child = coffer_cmd()
             .args(["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()])
             .env("COFFER_CACHE_DIR", env.path("cache"))
             .stdout(Stdio::null())
@@ -287,7 +287,7 @@ fn two_concurrent_backups_both_commit_valid_sets() {
         write(&b.join(format!("f{i}")), &bytes(seed, 2 * 1024 * 1024));
     }
     let spawn = |p: &Path| {
-        Command::new(coffer_bin())
+        coffer_cmd()
             .args(["backup", "--repo", repo.to_str().unwrap(), "--json", p.to_str().unwrap()])
             .env("COFFER_CACHE_DIR", env.path("cache"))
             .output()
@@ -325,6 +325,9 @@ fn leases_block_live_holders_and_reclaim_stale_ones() {
     write(&src.join("f"), b"data");
     env.init();
     let repo = env.repo();
+    // Leases go through the repository's storage door: sealed like every other object.
+    let storage = crate::support::open_repo(&repo).storage.clone();
+    let put = |name: &str, info: &LeaseInfo| storage.put(coffer::storage::Kind::Locks, name, &info.encode()).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     // A live exclusive holder (this test process) blocks a backup, which says who holds it.
     let live = LeaseInfo {
@@ -336,7 +339,7 @@ fn leases_block_live_holders_and_reclaim_stale_ones() {
         refreshed: now,
     };
     let live_path = repo.join("locks/live.lease");
-    std::fs::write(&live_path, live.encode()).unwrap();
+    put("live.lease", &live);
     let o = env.run(&["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -354,15 +357,15 @@ fn leases_block_live_holders_and_reclaim_stale_ones() {
     child.kill().unwrap();
     child.wait().unwrap();
     let dead = LeaseInfo { pid: dead_pid, ..live.clone() };
-    std::fs::write(repo.join("locks/dead.lease"), dead.encode()).unwrap();
+    put("dead.lease", &dead);
     let o = env.run(&["backup", "--repo", repo.to_str().unwrap(), src.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("removed stale lease") && stderr(&o).contains(&dead_pid.to_string()), "{}", stderr(&o));
 
     // `unlock` removes stale leases (one expired long ago on another host) and keeps live ones.
     let old = LeaseInfo { host: "elsewhere".into(), refreshed: now - 7200, ..live.clone() };
-    std::fs::write(repo.join("locks/old.lease"), old.encode()).unwrap();
-    std::fs::write(&live_path, live.encode()).unwrap();
+    put("old.lease", &old);
+    put("live.lease", &live);
     let out = env.ok(&["unlock", "--repo", repo.to_str().unwrap()]);
     assert!(out.contains("old.lease"), "{out}");
     assert!(live_path.exists() && !repo.join("locks/old.lease").exists());
@@ -394,7 +397,7 @@ fn a_repository_on_read_only_storage_is_still_read() {
         write(&more.join(format!("m{i}.bin")), &bytes(100 + i, 24 << 20));
     }
     let packs_before = crate::support::pack_files(&repo).len();
-    let mut child = Command::new(coffer_bin())
+    let mut child = coffer_cmd()
         .args(["backup", "--repo", r, more.to_str().unwrap()])
         .env("COFFER_CACHE_DIR", env.path("cache"))
         .stdout(Stdio::null())

@@ -277,8 +277,8 @@ fn a_restore_past_a_bad_chunk_restores_every_other_file() {
     let pack = crate::support::pack_files(&s.env.repo()).into_iter().next().unwrap();
     let id: coffer::id::PackId = pack.file_name().unwrap().to_str().unwrap().parse().unwrap();
     let size = std::fs::metadata(&pack).unwrap().len();
-    let storage = coffer::storage::LocalStorage::open(&s.env.repo()).unwrap();
-    let entries = coffer::pack::read_trailer(&storage, &id, size).unwrap();
+    let repo = crate::support::open_repo(&s.env.repo());
+    let entries = coffer::pack::read_trailer(&*repo.storage, &id, size, &repo.cipher).unwrap();
     let e = entries.iter().filter(|e| e.kind == coffer::pack::BlobKind::Data).nth(7).unwrap();
     let victim = sizes.iter().position(|&l| l == e.raw_len as usize).expect("a file of that size");
     let mut data = std::fs::read(&pack).unwrap();

@@ -5,16 +5,16 @@
 //! beyond what its manifest declares, and never stream a chunk under a length it doesn't have.
 
 use crate::support::craft::{component, dir, file, Craft};
-use crate::support::{coffer_bin, Env};
+use crate::support::{coffer_cmd, Env};
 use coffer::id::{ChunkId, Id};
 use coffer::tree::ChunkRef;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 /// Runs coffer with stdout discarded (a listing of a deep tree is quadratic in its depth).
 fn run_quiet(env: &Env, args: &[&str]) -> Output {
-    Command::new(coffer_bin())
+    coffer_cmd()
         .args(args)
         .env("COFFER_CACHE_DIR", env.path("cache"))
         .env_remove("COFFER_REPO")
@@ -27,7 +27,7 @@ fn run_quiet(env: &Env, args: &[&str]) -> Output {
 /// Runs coffer reading at most `cap` bytes of its stdout: past that the child is killed and
 /// `None` returned, so an unbounded expansion fails the test instead of running for hours.
 fn run_capped(env: &Env, args: &[&str], cap: usize) -> Option<(Output, Vec<u8>)> {
-    let mut child = Command::new(coffer_bin())
+    let mut child = coffer_cmd()
         .args(args)
         .env("COFFER_CACHE_DIR", env.path("cache"))
         .env_remove("COFFER_REPO")

@@ -3,6 +3,7 @@
 mod cache_trust;
 mod catalog_cache;
 mod damage;
+mod encryption;
 mod engine;
 mod faults;
 mod hostile;

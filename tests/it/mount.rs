@@ -43,7 +43,7 @@ struct Mounted {
 impl Mounted {
     fn start(env: &Env, mp: &Path) -> Mounted {
         std::fs::create_dir_all(mp).unwrap();
-        let child = Command::new(coffer_bin())
+        let child = coffer_cmd()
             .args(["mount", "--repo", env.repo().to_str().unwrap(), mp.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -201,7 +201,7 @@ fn mount_ends_cleanly_when_unmounted_with_fusermount() {
 
 /// Runs `coffer dump ARGS | tar TAR_ARGS`; returns tar's output after checking both succeeded.
 fn dump_into_tar(env: &Env, dump_args: &[&str], tar_args: &[&str]) -> std::process::Output {
-    let mut dump = Command::new(coffer_bin())
+    let mut dump = coffer_cmd()
         .arg("dump")
         .args(dump_args)
         .stdout(Stdio::piped())
@@ -246,7 +246,7 @@ fn dump_is_a_tar_stream_gnu_tar_extracts_identically_and_a_single_file_is_raw() 
     assert!(raw.as_bytes() == std::fs::read(src.join("big/text.sql")).unwrap());
 
     // A reader that stops early ends the dump quietly.
-    let mut dump = Command::new(coffer_bin())
+    let mut dump = coffer_cmd()
         .args(["dump", "--repo", r, "latest"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -282,7 +282,7 @@ fn dump_and_restore_of_a_sparse_file_over_8_gib() {
     let r = r.to_str().unwrap();
 
     // GNU tar lists the full size and extracts the same bytes (compared by cmp).
-    let mut dump = Command::new(coffer_bin())
+    let mut dump = coffer_cmd()
         .args(["dump", "--repo", r, "latest", "sparse"])
         .stdout(Stdio::piped())
         .spawn()
@@ -335,7 +335,7 @@ fn a_killed_restore_resumes_to_an_identical_tree_reading_less() {
     let out = env.path("out");
     let total: u64 = walk(&src).iter().filter(|p| p.is_file()).map(|p| std::fs::metadata(p).unwrap().len()).sum();
 
-    let mut child = Command::new(coffer_bin())
+    let mut child = coffer_cmd()
         .args([
             "restore",
             "--repo",

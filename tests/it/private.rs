@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// Runs coffer under the permissive umask 022 (cron's usual), requiring success.
 fn run_022(env: &Env, args: &[&str]) {
-    let o = Command::new("sh")
+    let o = test_env(&mut Command::new("sh"))
         .arg("-c")
         .arg("umask 022 && exec \"$0\" \"$@\"")
         .arg(coffer_bin())

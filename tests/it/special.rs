@@ -142,7 +142,7 @@ fn dump_into_tar_reproduces_hard_links_fifos_devices_and_xattrs() {
     let (env, src, repo) = backed_up();
     let out = env.path("x");
     std::fs::create_dir_all(&out).unwrap();
-    let mut dump = Command::new(coffer_bin())
+    let mut dump = coffer_cmd()
         .args(["dump", "--repo", repo.to_str().unwrap(), "latest"])
         .env("COFFER_CACHE_DIR", env.path("cache"))
         .stdout(Stdio::piped())
@@ -179,7 +179,7 @@ fn an_unprivileged_restore_reports_the_device_and_attributes_it_cannot_create() 
     let bin = env.path("coffer");
     std::fs::copy(coffer_bin(), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = Command::new("runuser")
+    let o = test_env(&mut Command::new("runuser"))
         .args(["-u", "nobody", "--"])
         .arg(&bin)
         .args(["restore", "--repo", repo.to_str().unwrap(), "latest", "--target", out.to_str().unwrap()])

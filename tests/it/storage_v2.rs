@@ -83,7 +83,7 @@ fn backup_restore_verify_and_prune_round_trip_on_memory_storage() {
     let s = Sources::new();
     let cache = tempfile::tempdir().unwrap();
     let mem: Arc<dyn Storage> = Arc::new(MemStorage::new());
-    let repo = Repo::init_storage(mem.clone(), 3, now(), cache.path()).unwrap();
+    let repo = Repo::init_storage(mem.clone(), &init_options(), now(), cache.path()).unwrap();
     let first = back_up(&repo, &s.path("a"), cache.path()).unwrap();
     back_up(&repo, &s.path("b"), cache.path()).unwrap();
     assert!(mem.list(Kind::Index).unwrap().len() >= 2, "each backup writes its index objects");
@@ -101,7 +101,7 @@ fn backup_restore_verify_and_prune_round_trip_on_memory_storage() {
 
     // Another machine: an empty cache learns everything from the index objects.
     let other = tempfile::tempdir().unwrap();
-    let repo = Repo::open_storage(mem.clone(), other.path(), false).unwrap();
+    let repo = Repo::open_storage(mem.clone(), other.path(), false, &password()).unwrap();
     assert_eq!(every_set_restores(&repo, &states(&s), "fresh cache"), 1);
     assert!(verify_all(&repo).is_ok());
 }
@@ -109,7 +109,7 @@ fn backup_restore_verify_and_prune_round_trip_on_memory_storage() {
 /// A repository with one set of state `a`, on fresh memory storage.
 fn base(s: &Sources, cache: &Path) -> Arc<MemStorage> {
     let mem = Arc::new(MemStorage::new());
-    let repo = Repo::init_storage(mem.clone(), 3, now(), cache).unwrap();
+    let repo = Repo::init_storage(mem.clone(), &init_options(), now(), cache).unwrap();
     back_up(&repo, &s.path("a"), cache).unwrap();
     mem
 }
@@ -118,7 +118,7 @@ fn base(s: &Sources, cache: &Path) -> Arc<MemStorage> {
 /// storage and an empty cache, verifies and every committed set restores.
 fn still_whole(mem: Arc<MemStorage>, s: &Sources, what: &str) -> usize {
     let cache = tempfile::tempdir().unwrap();
-    let repo = Repo::open_storage(mem, cache.path(), false).unwrap();
+    let repo = Repo::open_storage(mem, cache.path(), false, &password()).unwrap();
     let v = verify_all(&repo);
     assert!(v.is_ok(), "{what}: {v:?}");
     every_set_restores(&repo, &states(s), what)
@@ -144,7 +144,7 @@ fn a_put_or_read_failing_at_any_step_of_a_backup_leaves_every_committed_set_rest
     // Count the calls a second backup makes, from opening the repository on.
     let cache = tempfile::tempdir().unwrap();
     let faulty = Arc::new(FaultyStorage::new(base(&s, cache.path())));
-    let repo = Repo::open_storage(faulty.clone(), cache.path(), false).unwrap();
+    let repo = Repo::open_storage(faulty.clone(), cache.path(), false, &password()).unwrap();
     back_up(&repo, &s.path("b"), cache.path()).unwrap();
     let mut failed = 0;
     for op in [Op::Put, Op::Read, Op::List, Op::Remove] {
@@ -157,7 +157,7 @@ fn a_put_or_read_failing_at_any_step_of_a_backup_leaves_every_committed_set_rest
                 let mem = base(&s, cache.path());
                 let faulty = Arc::new(FaultyStorage::new(mem.clone()));
                 faulty.add(Fault::nth(op, n, effect));
-                let r = Repo::open_storage(faulty.clone(), cache.path(), false)
+                let r = Repo::open_storage(faulty.clone(), cache.path(), false, &password())
                     .and_then(|repo| back_up(&repo, &s.path("b"), cache.path()));
                 if let Err(e) = &r {
                     check_error(e, &what);
@@ -176,7 +176,7 @@ fn a_put_or_read_failing_at_any_step_of_a_prune_leaves_the_kept_set_restorable()
     let s = Sources::new();
     let setup = |cache: &Path| -> Arc<MemStorage> {
         let mem = base(&s, cache);
-        let repo = Repo::open_storage(mem.clone(), cache, false).unwrap();
+        let repo = Repo::open_storage(mem.clone(), cache, false, &password()).unwrap();
         back_up(&repo, &s.path("b"), cache).unwrap();
         let (first, _) = repo.list_sets().unwrap().remove(0);
         repo.remove_manifest(&first).unwrap();
@@ -185,7 +185,7 @@ fn a_put_or_read_failing_at_any_step_of_a_prune_leaves_the_kept_set_restorable()
     let prune = |repo: &Repo| coffer::prune::prune(repo, &coffer::prune::Options::new(0), &mut |_| {});
     let cache = tempfile::tempdir().unwrap();
     let faulty = Arc::new(FaultyStorage::new(setup(cache.path())));
-    let repo = Repo::open_storage(faulty.clone(), cache.path(), false).unwrap();
+    let repo = Repo::open_storage(faulty.clone(), cache.path(), false, &password()).unwrap();
     let p = prune(&repo).unwrap();
     assert!(p.packs_written > 0, "the scenario needs a repack: {p:?}");
     let mut failed = 0;
@@ -197,7 +197,7 @@ fn a_put_or_read_failing_at_any_step_of_a_prune_leaves_the_kept_set_restorable()
                 let mem = setup(cache.path());
                 let faulty = Arc::new(FaultyStorage::new(mem.clone()));
                 faulty.add(Fault::nth(op, n, effect));
-                let r = Repo::open_storage(faulty.clone(), cache.path(), false).and_then(|repo| prune(&repo));
+                let r = Repo::open_storage(faulty.clone(), cache.path(), false, &password()).and_then(|repo| prune(&repo));
                 if let Err(e) = &r {
                     check_error(e, &what);
                     failed += 1;
@@ -210,7 +210,7 @@ fn a_put_or_read_failing_at_any_step_of_a_prune_leaves_the_kept_set_restorable()
                 assert_eq!(still_whole(mem.clone(), &s, &what), 1, "{what}");
                 // And the next prune, without faults, finishes the job.
                 let cache = tempfile::tempdir().unwrap();
-                let repo = Repo::open_storage(mem.clone(), cache.path(), false).unwrap();
+                let repo = Repo::open_storage(mem.clone(), cache.path(), false, &password()).unwrap();
                 prune(&repo).unwrap_or_else(|e| panic!("{what}: the next prune fails: {e}"));
                 assert_eq!(still_whole(mem, &s, &what), 1, "{what}, pruned again");
             }

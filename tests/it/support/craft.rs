@@ -31,8 +31,9 @@ impl Craft {
             return id;
         }
         let (compression, stored) = coffer::pack::compress(raw, 3);
+        let stored = coffer::pack::seal_blob(&self.repo.cipher, &id, kind, stored);
         if self.pack.is_none() {
-            self.pack = Some(PackWriter::create(&*self.repo.storage).expect("pack writer"));
+            self.pack = Some(PackWriter::create(&*self.repo.storage, &self.repo.cipher).expect("pack writer"));
         }
         let w = self.pack.as_mut().expect("just made");
         w.add(id, kind, compression, &stored, raw.len() as u32).expect("add blob");
@@ -48,7 +49,7 @@ impl Craft {
             let finished = w.finish(&*self.repo.storage).expect("finish pack");
             let mut idx = self.repo.index().expect("index");
             idx.add_pack(&finished, 0).expect("index pack");
-            coffer::catalog::write_uncovered(&mut idx, &*self.repo.storage, 0).expect("index object");
+            coffer::catalog::write_uncovered(&mut idx, &*self.repo.storage, &self.repo.cipher, 0).expect("index object");
         }
     }
 

@@ -10,6 +10,40 @@ pub fn coffer_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
 }
 
+/// The password of every test repository (they are encrypted, as by default).
+pub const PASSWORD: &str = "correct horse battery staple";
+/// Argon2id parameters for test keys: the default ~0.5 s per open would dominate the suite.
+pub const FAST_KDF: &str = "m=256,t=1,p=1";
+
+/// Gives a coffer command the tests' password and key cost (and no other password source).
+pub fn test_env(c: &mut Command) -> &mut Command {
+    c.env("COFFER_PASSWORD", PASSWORD)
+        .env("COFFER_KDF_PARAMS", FAST_KDF)
+        .env_remove("COFFER_PASSWORD_FILE")
+        .env_remove("COFFER_PASSWORD_COMMAND")
+}
+
+/// `coffer` with [`test_env`].
+pub fn coffer_cmd() -> Command {
+    let mut c = Command::new(coffer_bin());
+    test_env(&mut c);
+    c
+}
+
+/// The tests' password, for library calls.
+pub fn password() -> coffer::crypto::password::Source {
+    coffer::crypto::password::Source::Given(zeroize::Zeroizing::new(PASSWORD.to_string()))
+}
+
+/// How the library makes test repositories: encrypted, cheap keys.
+pub fn init_options() -> coffer::repo::InitOptions {
+    coffer::repo::InitOptions {
+        kdf: coffer::crypto::key::KdfParams::parse(FAST_KDF).expect("valid"),
+        password: password(),
+        ..coffer::repo::InitOptions::new()
+    }
+}
+
 /// A scratch area with a repository path and an isolated files cache.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -27,7 +61,7 @@ impl Env {
     }
     /// Runs coffer with this env's cache; returns the output whatever the exit code.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(coffer_bin())
+        coffer_cmd()
             .args(args)
             .env("COFFER_CACHE_DIR", self.path("cache"))
             .env_remove("COFFER_REPO")
@@ -58,6 +92,10 @@ impl Env {
     }
     pub fn init(&self) {
         self.ok(&["init", "--repo", self.repo().to_str().unwrap()]);
+    }
+    /// `coffer init --encryption none`: for tests that read or tamper with plaintext bytes.
+    pub fn init_clear(&self) {
+        self.ok(&["init", "--repo", self.repo().to_str().unwrap(), "--encryption", "none"]);
     }
     /// `coffer backup --json`, parsed.
     /// `coffer restore --repo REPO latest --target TARGET --json EXTRA...`, required to succeed.
@@ -225,7 +263,7 @@ pub fn pack_files(repo: &Path) -> Vec<PathBuf> {
 /// [`Env`] (`cache/` beside the repository), so both see one catalog.
 pub fn open_repo(repo: &Path) -> coffer::repo::Repo {
     let cache = repo.parent().expect("a repository path has a parent").join("cache");
-    coffer::repo::Repo::open_in(repo, &cache).expect("open repository")
+    coffer::repo::Repo::open_with(repo, &cache, &password()).expect("open repository")
 }
 
 /// The local catalog file of `repo` in an [`Env`]'s cache.

@@ -20,6 +20,12 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 export COFFER_CACHE_DIR="$WORK/cache"
 export COFFER_REPO="$WORK/repo"
+# The repository is encrypted; a nightly job reads its password from an owner-only file
+# (as cron or systemd would: there is no terminal to ask on).
+if [[ -z ${COFFER_PASSWORD:-}${COFFER_PASSWORD_FILE:-}${COFFER_PASSWORD_COMMAND:-} ]]; then
+  (umask 077 && head -c 24 /dev/urandom | base64 >"$WORK/password")
+  export COFFER_PASSWORD_FILE="$WORK/password"
+fi
 DIR_ROOT="$WORK/alf_data"
 
 echo "== sample dir.root in $DIR_ROOT"

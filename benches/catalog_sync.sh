@@ -26,7 +26,7 @@ COFFER=$(realpath "$COFFER")
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 SRC=$WORK/src REPO=$WORK/repo
-export COFFER_CACHE_DIR=$WORK/cache
+export COFFER_CACHE_DIR=$WORK/cache COFFER_PASSWORD=${COFFER_PASSWORD:-bench}
 python3 "$HERE/gen_dirroot.py" init "$SRC" --seed "$SEED" --docs "$DOCS" --dump-mb "$DUMP_MB" >/dev/null
 "$COFFER" init --repo "$REPO" >/dev/null
 for n in $(seq 1 "$NIGHTS"); do

@@ -106,7 +106,7 @@ warn_space() {
 # fixed repository passwords.
 isolate_env() {
   export XDG_CACHE_HOME=$WORK/cache XDG_CONFIG_HOME=$WORK/config
-  export RESTIC_PASSWORD=bench
+  export RESTIC_PASSWORD=bench COFFER_PASSWORD=bench
   export BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes \
     BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 }
@@ -141,7 +141,8 @@ init_repo() {
   local r
   r=$(repo "$1")
   case $1 in
-    coffer) "$COFFER" init --repo "$r" ;;
+    # COFFER_ENCRYPTION=none measures what encryption costs (the default encrypts).
+    coffer) "$COFFER" init --repo "$r" --encryption "${COFFER_ENCRYPTION:-xchacha20poly1305}" ;;
     restic) restic init --repo "$r" ;;
     borg) borg init --encryption=repokey-blake2 "$r" ;; # encrypted, like restic
   esac >"$LOG/$1-init.log" 2>&1 || { cat "$LOG/$1-init.log" >&2; die "$1 init failed"; }

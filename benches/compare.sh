@@ -139,7 +139,7 @@ declare -A TIME_GOAL=([first]=0.4 [nochange]=0.2 [restore]=0.5)
   for t in "${TOOL_LIST[@]}"; do echo "- $(version_of "$t")"; done
   echo "- settings: restic always encrypts (AES-256 + Poly1305) and uses its default compression;" \
     "Borg uses --encryption=repokey-blake2 (encrypted too, to be comparable) and --compression zstd,3;" \
-    "**coffer does not encrypt yet**, so it skips work the other two do."
+    "coffer encrypts with XChaCha20-Poly1305 (--encryption ${COFFER_ENCRYPTION:-xchacha20poly1305}), keys by Argon2id."
   echo "- conditions: tools run one after another per phase on the same corpus; page cache warmed" \
     "by reading the source before each backup phase, sync before each command;" \
     "caches isolated under \$WORK/cache. Times are wall seconds from /usr/bin/time."

@@ -80,6 +80,7 @@ echo "   dump $DUMP_BYTES bytes; contentstore $TREE_FILES files, $TREE_BYTES byt
 
 # ------------------------------------------------------------------ 2. backups
 echo "== backups"
+export COFFER_PASSWORD=${COFFER_PASSWORD:-bench}
 "$COFFER" init --repo "$WORK/repos/coffer" >"$LOG/coffer-init.log" 2>&1
 "$COFFER" backup --repo "$WORK/repos/coffer" "$SRC" >"$LOG/coffer-backup.log" 2>&1
 restic init --repo "$WORK/repos/restic" >"$LOG/restic-init.log" 2>&1

@@ -22,7 +22,7 @@ fi
 for which in ${OLD:+OLD} NEW; do
   bin=$(realpath "${!which}")
   rm -rf "$W/repo" "$W/cache"
-  export COFFER_CACHE_DIR=$W/cache
+  export COFFER_CACHE_DIR=$W/cache COFFER_PASSWORD=${COFFER_PASSWORD:-bench}
   "$bin" init --repo "$W/repo" >/dev/null
   "$bin" backup --repo "$W/repo" "$SRC" >/dev/null 2>&1
   for i in 1 2 3; do

@@ -22,7 +22,7 @@ use crate::id::{ChunkId, PackId, SetId, TreeId};
 use crate::index::Index;
 use crate::pack::{self, BlobKind};
 use crate::set::Manifest;
-use crate::storage::{object_path, Kind, LocalStorage, SealedStorage, Storage};
+use crate::storage::{object_path, Kind, LocalStorage, Location, S3Credentials, SealedStorage, Storage};
 use crate::tree::{ChunkRef, Tree};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,6 +75,35 @@ impl Repo {
     }
     pub fn locks_dir(&self) -> PathBuf {
         self.root.join("locks")
+    }
+
+    /// Creates a repository at `location`: a local directory (see [`Repo::init`]) or a bucket
+    /// prefix that holds no repository yet.
+    pub fn init_at(location: &Location, opts: &InitOptions, now: String) -> Result<Repo> {
+        match location {
+            Location::Local(root) => Repo::init(root, opts, now),
+            Location::S3(_) => {
+                let storage = location.open(&S3Credentials::from_env())?;
+                Repo::init_storage(storage, opts, now, &crate::filecache::cache_root())
+            }
+        }
+    }
+
+    /// Opens the repository at `location`, its catalog under `cache_root`.
+    pub fn open_at(location: &Location, cache_root: &Path, password: &Source) -> Result<Repo> {
+        match location {
+            Location::Local(root) => Repo::open_with(root, cache_root, password),
+            Location::S3(_) => {
+                let storage = location.open(&S3Credentials::from_env())?;
+                if storage.size(Kind::Config, Config::NAME)?.is_none() {
+                    return Err(Error::NotARepository {
+                        path: location.to_string().into(),
+                        why: "no config object (is the bucket or prefix right? `coffer init` makes one)".into(),
+                    });
+                }
+                Repo::open_storage(storage, cache_root, false, password)
+            }
+        }
     }
 
     /// Creates a repository in `root`, which must be missing or an empty directory.

@@ -205,14 +205,14 @@ pub fn build_filter(index: &Index) -> Result<Filter> {
 }
 
 /// The single pack writer: appends blobs to the current pack and closes packs at the target
-/// size. Closed packs go to a sealing thread that makes them durable, records them in the
+/// size. Closed packs go to sealing threads (see [`Storage::parallel_puts`]) that make them durable, records them in the
 /// index and then retires their ids from `pending` into the filter, while the writer fills
 /// the next pack. Returns the packs written.
 #[allow(clippy::too_many_arguments)]
 pub fn write_packs(
     storage: &dyn Storage,
     cipher: &Cipher,
-    mut index: Index,
+    index: Index,
     rx: Receiver<Blob>,
     target: u64,
     filter: &LazyFilter,
@@ -220,31 +220,47 @@ pub fn write_packs(
     counters: &Counters,
     now: i64,
 ) -> Result<Vec<PackId>> {
+    // Packs being made durable at once: one on a disk, several on an object store, where each
+    // upload waits on the network; the writer keeps filling the next pack meanwhile. Closed
+    // packs waiting for an uploader are bounded too, so memory stays bounded (each pack is in
+    // memory until stored on a storage without a file spool) however slow the uploads are.
+    let uploaders = storage.parallel_puts().max(1);
+    let index = Mutex::new(index);
+    let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
-        // Closed packs waiting to be made durable: two at most, so the writer rarely waits on
-        // an fsync. (On a storage without a file spool each is in memory until stored.)
-        let (seal_tx, seal_rx) = crossbeam_channel::bounded::<pack::Closed>(2);
-        let sealer = scope.spawn(move || -> Result<Vec<PackId>> {
-            let mut written = Vec::new();
-            let mut failed = None;
-            for closed in seal_rx.iter() {
-                if failed.is_some() {
-                    continue;
-                }
-                match seal(storage, closed, &mut index, filter, pending, counters, now) {
-                    Ok(id) => written.push(id),
-                    Err(e) => failed = Some(e),
-                }
-            }
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(written),
-            }
-        });
+        let (seal_tx, seal_rx) = crossbeam_channel::bounded::<pack::Closed>(uploaders.max(2));
+        let sealers: Vec<_> = (0..uploaders)
+            .map(|_| {
+                let (seal_rx, index, failed) = (seal_rx.clone(), &index, &failed);
+                scope.spawn(move || -> Result<Vec<PackId>> {
+                    let mut written = Vec::new();
+                    let mut error = None;
+                    for closed in seal_rx.iter() {
+                        // After a failure, drain without storing: the run is failing anyway.
+                        if error.is_some() || failed.load(Relaxed) {
+                            continue;
+                        }
+                        match seal(storage, closed, index, filter, pending, counters, now) {
+                            Ok(id) => written.push(id),
+                            Err(e) => {
+                                failed.store(true, Relaxed);
+                                error = Some(e);
+                            }
+                        }
+                    }
+                    error.map_or(Ok(written), Err)
+                })
+            })
+            .collect();
+        drop(seal_rx);
         let mut current: Option<PackWriter> = None;
         let mut scatter = Scatter::new(if cipher.is_encrypted() { target / 4 } else { 0 });
         let fill = (|| -> Result<()> {
             let write = |blob: Blob, current: &mut Option<PackWriter>| -> Result<()> {
+                // A sealer failed (the store went away): stop chunking; its error is reported.
+                if failed.load(Relaxed) {
+                    return Err(Error::Failed("the pack sealer stopped".into()));
+                }
                 let w = match current.as_mut() {
                     Some(w) => w,
                     None => current.insert(PackWriter::create(storage, cipher)?),
@@ -272,9 +288,19 @@ pub fn write_packs(
         drop(seal_tx);
         // Dropping `rx` (by returning) makes every sender fail fast.
         drop(rx);
-        let sealed = sealer.join().map_err(|_| Error::Failed("the pack sealer panicked".into()))?;
-        // The sealer's error (disk full on fsync …) is the root cause of a "sealer stopped".
-        let written = sealed?;
+        let mut written = Vec::new();
+        let mut first_error = None;
+        for s in sealers {
+            match s.join().map_err(|_| Error::Failed("the pack sealer panicked".into()))? {
+                Ok(w) => written.extend(w),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        // A sealer's error (disk full on fsync, an object store gone …) is the root cause of
+        // a "sealer stopped".
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         fill?;
         Ok(written)
     })
@@ -283,14 +309,14 @@ pub fn write_packs(
 fn seal(
     storage: &dyn Storage,
     closed: pack::Closed,
-    index: &mut Index,
+    index: &Mutex<Index>,
     filter: &LazyFilter,
     pending: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
     now: i64,
 ) -> Result<PackId> {
     let finished = closed.persist(storage)?;
-    index.add_pack(&finished, now)?;
+    index.lock().unwrap_or_else(|p| p.into_inner()).add_pack(&finished, now)?;
     counters.pack_bytes.fetch_add(finished.size, Relaxed);
     counters.packs.fetch_add(1, Relaxed);
     filter.insert_committed(finished.entries.iter().map(|e| &e.id));

@@ -31,9 +31,9 @@ impl InitArgs {
             kdf: super::key::kdf(kdf_params.as_deref())?,
             password: repo.password(),
         };
-        let r = Repo::init(&repo.repo, &opts, now())?;
+        let r = Repo::init_at(&repo.repo, &opts, now())?;
         let how = if opts.encrypted { "encrypted" } else { "UNENCRYPTED" };
-        line(&format!("created {how} coffer repository {} at {}", r.config.repository_id, repo.repo.display()));
+        line(&format!("created {how} coffer repository {} at {}", r.config.repository_id, repo.repo));
         Ok(0)
     }
 }
@@ -80,7 +80,7 @@ impl BackupArgs {
             self;
         let r = open(&repo)?;
         if !r.config.is_encrypted() {
-            eprintln!("coffer: warning: {} is UNENCRYPTED (made with --encryption none)", repo.repo.display());
+            eprintln!("coffer: warning: {} is UNENCRYPTED (made with --encryption none)", repo.repo);
         }
         let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
         let (sources, checked_paths) = match &def {
@@ -102,7 +102,8 @@ impl BackupArgs {
             }
         };
         let strict = strict || def.as_ref().is_some_and(|d| d.strict);
-        let same = coffer::backup::same_filesystem(&repo.repo, &checked_paths);
+        // An object store is never the sources' disk.
+        let same = repo.repo.local().map(|r| coffer::backup::same_filesystem(r, &checked_paths)).unwrap_or_default();
         for w in &same {
             eprintln!("coffer: {}: {w}", if strict { "error" } else { "warning" });
         }

@@ -124,11 +124,11 @@ impl RepairIndexArgs {
     pub fn run(self) -> Result<i32> {
         let RepairIndexArgs { repo } = self;
         // Not `Repo::open`: the catalog it opens may be what is broken.
-        let raw = std::sync::Arc::new(coffer::storage::LocalStorage::open(&repo.repo)?);
+        let raw = repo.repo.open(&coffer::storage::S3Credentials::from_env())?;
         let opened = coffer::repo::Opened::unlock(raw, &coffer::filecache::cache_root(), &repo.password())?;
         let (storage, cfg) = (opened.storage.clone(), &opened.config);
-        if coffer::sys::read_only(&repo.repo) {
-            bail!("{}: the repository is on read-only storage (or not writable by this user); `repair index` needs to write to it", repo.repo.display());
+        if repo.repo.local().is_some_and(coffer::sys::read_only) {
+            bail!("{}: the repository is on read-only storage (or not writable by this user); `repair index` needs to write to it", repo.repo);
         }
         let _lease = coffer::lock::Lease::acquire(
             storage.clone(),

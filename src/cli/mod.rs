@@ -42,9 +42,11 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct RepoArg {
-    /// Repository directory (or set COFFER_REPO).
-    #[arg(long, env = "COFFER_REPO")]
-    repo: PathBuf,
+    /// Repository: a directory, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] (credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, region from AWS_DEFAULT_REGION) (or set
+    /// COFFER_REPO).
+    #[arg(long, env = "COFFER_REPO", value_name = "REPO")]
+    repo: coffer::storage::Location,
     /// Read the repository password from the first line of FILE (else COFFER_PASSWORD, or a
     /// prompt on a terminal).
     #[arg(long, env = "COFFER_PASSWORD_FILE", value_name = "FILE")]
@@ -126,7 +128,7 @@ fn now() -> String {
 }
 
 fn open(r: &RepoArg) -> Result<Repo> {
-    Ok(Repo::open_with(&r.repo, &coffer::filecache::cache_root(), &r.password())?)
+    Ok(Repo::open_at(&r.repo, &coffer::filecache::cache_root(), &r.password())?)
 }
 
 fn json_line(v: &serde_json::Value) {

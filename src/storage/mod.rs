@@ -1,6 +1,6 @@
 //! The one door to repository bytes (format v2, issue 11): a repository is a set of objects,
 //! each named by its [`Kind`] and a name, behind the small [`Storage`] trait. `LocalStorage` is
-//! a directory, `MemStorage` lives in memory for tests, `FaultyStorage` wraps either to make
+//! a directory, `S3Storage` a bucket (and prefix) on an S3-compatible server, `MemStorage` lives in memory for tests, `FaultyStorage` wraps either to make
 //! calls fail, short or wrong in the ways real disks and object stores do.
 //!
 //! Wired so far: the config, set manifests (`Repo::commit_manifest`, `list_sets`,
@@ -30,11 +30,13 @@
 mod faulty;
 mod local;
 mod mem;
+pub mod s3;
 mod sealed;
 
 pub use faulty::{Effect, Fault, FaultyStorage, Op};
 pub use local::LocalStorage;
 pub use mem::MemStorage;
+pub use s3::{S3Credentials, S3Location, S3Storage};
 pub use sealed::SealedStorage;
 
 use crate::error::{Error, Result};
@@ -108,6 +110,65 @@ pub trait Storage: Send + Sync {
     /// `LocalStorage` writes a temporary file and renames it, so a pack never sits in memory.
     fn spool(&self, kind: Kind) -> Result<Box<dyn Spool>> {
         Ok(Box::new(MemSpool { kind, bytes: Vec::new() }))
+    }
+
+    /// How many puts of whole packs are worth having in flight at once: one for a disk (the
+    /// writes share its bandwidth), more for an object store, where each request waits on
+    /// the network and the server.
+    fn parallel_puts(&self) -> usize {
+        1
+    }
+}
+
+/// Where a repository is, as given in `--repo` or `COFFER_REPO`: a directory, or
+/// `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(std::path::PathBuf),
+    S3(S3Location),
+}
+
+impl Location {
+    pub fn parse(s: &str) -> Result<Location> {
+        if s.is_empty() {
+            return Err(Error::InvalidInput("the repository location is empty".into()));
+        }
+        match s.strip_prefix("s3:") {
+            Some(url) => Ok(Location::S3(S3Location::parse(url)?)),
+            None => Ok(Location::Local(s.into())),
+        }
+    }
+
+    /// The local directory, if the repository is one.
+    pub fn local(&self) -> Option<&std::path::Path> {
+        match self {
+            Location::Local(p) => Some(p),
+            Location::S3(_) => None,
+        }
+    }
+
+    /// Opens the storage (a local one must already exist; see `Repo::init`).
+    pub fn open(&self, creds: &S3Credentials) -> Result<std::sync::Arc<dyn Storage>> {
+        Ok(match self {
+            Location::Local(p) => std::sync::Arc::new(LocalStorage::open(p)?),
+            Location::S3(l) => std::sync::Arc::new(S3Storage::open(l, creds)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3(l) => f.write_str(&l.url()),
+        }
+    }
+}
+
+impl std::str::FromStr for Location {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Location> {
+        Location::parse(s)
     }
 }
 

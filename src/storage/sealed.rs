@@ -70,6 +70,10 @@ impl Storage for SealedStorage {
         self.inner.remove(kind, name)
     }
 
+    fn parallel_puts(&self) -> usize {
+        self.inner.parallel_puts()
+    }
+
     fn spool(&self, kind: Kind) -> Result<Box<dyn Spool>> {
         self.inner.spool(kind)
     }

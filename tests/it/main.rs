@@ -12,6 +12,7 @@ mod mount;
 mod pg_selftest;
 mod private;
 mod prune;
+mod s3;
 mod sets;
 mod special;
 mod storage_v2;

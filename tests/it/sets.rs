@@ -7,13 +7,13 @@ use crate::support::*;
 use std::path::{Path, PathBuf};
 
 /// An Alfresco-like dir.root: contentstore files referenced by alf_content_url rows.
-struct Alfresco {
-    root: PathBuf,
+pub(crate) struct Alfresco {
+    pub(crate) root: PathBuf,
     next: u64,
 }
 
 impl Alfresco {
-    fn new(root: &Path) -> Alfresco {
+    pub(crate) fn new(root: &Path) -> Alfresco {
         let snap = root.join("solr4Backup/alfresco/snapshot.20261121020000000");
         write(&snap.join("segments_3"), &bytes(7, 4000));
         write(&snap.join("_0.cfs"), &bytes(8, 60_000));
@@ -21,7 +21,7 @@ impl Alfresco {
     }
 
     /// Adds a document: a file under contentstore/ and its row.
-    fn add_doc(&mut self, pg: &PgCluster, orphan: Option<i64>) -> (String, PathBuf) {
+    pub(crate) fn add_doc(&mut self, pg: &PgCluster, orphan: Option<i64>) -> (String, PathBuf) {
         let n = self.next;
         self.next += 1;
         let rel =
@@ -33,7 +33,7 @@ impl Alfresco {
         (url, self.root.join("contentstore").join(rel))
     }
 
-    fn set_file(&self, dump: &[String], dir: &Path) -> PathBuf {
+    pub(crate) fn set_file(&self, dump: &[String], dir: &Path) -> PathBuf {
         let q = |v: &[String]| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
         let text = format!(
             r#"name = "alfresco"
@@ -65,7 +65,7 @@ path = "{root}/contentstore"
     }
 }
 
-fn alfresco_db(pg: &PgCluster) {
+pub(crate) fn alfresco_db(pg: &PgCluster) {
     pg.createdb("alfresco");
     create_alf_content_url(pg, "alfresco");
     pg.psql(

@@ -216,6 +216,7 @@ pub fn stderr(o: &Output) -> String {
 }
 
 pub mod craft;
+pub mod garage;
 pub mod pg;
 
 /// A small tmpfs, unmounted on drop.

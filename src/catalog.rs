@@ -130,7 +130,12 @@ fn in_transaction<T>(idx: &mut Index, f: impl FnOnce(&Connection, &Path) -> Resu
 
 /// Writes index objects for every uncovered pack (their entries read from the packs'
 /// trailers) and records them. Returns how many objects were written.
-pub fn write_uncovered(idx: &mut Index, storage: &dyn Storage, cipher: &crate::crypto::Cipher, now: i64) -> Result<u64> {
+pub fn write_uncovered(
+    idx: &mut Index,
+    storage: &dyn Storage,
+    cipher: &crate::crypto::Cipher,
+    now: i64,
+) -> Result<u64> {
     let packs = uncovered(&idx.conn, &idx.path)?;
     let mut finished = Vec::with_capacity(packs.len());
     for (_, id, size) in packs {

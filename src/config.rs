@@ -94,7 +94,13 @@ pub struct Config {
 impl Config {
     /// A new repository's config. `secrets` (chunk key, gear seed) go into it only for an
     /// unencrypted repository (`encrypted` false).
-    pub fn new(repository_id: [u8; 8], secrets: (&[u8; 32], u64), encrypted: bool, level: i32, created: String) -> Config {
+    pub fn new(
+        repository_id: [u8; 8],
+        secrets: (&[u8; 32], u64),
+        encrypted: bool,
+        level: i32,
+        created: String,
+    ) -> Config {
         let (chunk_key, seed) = secrets;
         let mut chunker = ChunkerConfig::default_with_seed(seed);
         if encrypted {

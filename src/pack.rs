@@ -683,7 +683,8 @@ mod tests {
             let other = Entry { id: hasher.id(b"other"), ..*e };
             assert!(decode_blob(Path::new("p"), &other, stored, &hasher, &c).is_err());
         }
-        let body = &data[HEADER_LEN as usize..entries.last().map(|e| (e.offset + e.stored_len as u64) as usize).unwrap()];
+        let body =
+            &data[HEADER_LEN as usize..entries.last().map(|e| (e.offset + e.stored_len as u64) as usize).unwrap()];
         assert!(!body.windows(6).any(|w| w == b"blob 0"), "plaintext in a sealed pack");
     }
 

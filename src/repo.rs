@@ -89,12 +89,23 @@ impl Repo {
         }
     }
 
-    /// Opens the repository at `location`, its catalog under `cache_root`.
+    /// Opens the repository at `location`, its catalog under `cache_root` (S3 credentials from
+    /// the environment).
     pub fn open_at(location: &Location, cache_root: &Path, password: &Source) -> Result<Repo> {
+        Repo::open_at_with(location, cache_root, password, &S3Credentials::from_env())
+    }
+
+    /// [`Repo::open_at`] with the S3 credentials given.
+    pub fn open_at_with(
+        location: &Location,
+        cache_root: &Path,
+        password: &Source,
+        creds: &S3Credentials,
+    ) -> Result<Repo> {
         match location {
             Location::Local(root) => Repo::open_with(root, cache_root, password),
             Location::S3(_) => {
-                let storage = location.open(&S3Credentials::from_env())?;
+                let storage = location.open(creds)?;
                 if storage.size(Kind::Config, Config::NAME)?.is_none() {
                     return Err(Error::NotARepository {
                         path: location.to_string().into(),

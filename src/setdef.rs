@@ -26,6 +26,10 @@ pub struct SetDefinition {
     /// What `coffer forget --set FILE` keeps (see `crate::retention`).
     #[serde(default)]
     pub retention: Option<RetentionConfig>,
+    /// The profile of `~/.aws/credentials` (and `~/.aws/config`) that opens an `s3:`
+    /// repository for this set, when `AWS_ACCESS_KEY_ID` is not set.
+    #[serde(default)]
+    pub s3_profile: Option<String>,
     #[serde(rename = "component")]
     pub components: Vec<ComponentDef>,
 }

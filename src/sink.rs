@@ -16,12 +16,12 @@
 
 use crate::chunker::Hasher;
 use crate::crypto::Cipher;
-use crate::scatter::Scatter;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
 use crate::index::{Filter, Index};
 use crate::pack::{self, BlobKind, Compression, PackWriter};
 use crate::repo::Repo;
+use crate::scatter::Scatter;
 use crate::storage::Storage;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashSet;
@@ -222,13 +222,13 @@ pub fn write_packs(
 ) -> Result<Vec<PackId>> {
     // Packs being made durable at once: one on a disk, several on an object store, where each
     // upload waits on the network; the writer keeps filling the next pack meanwhile. Closed
-    // packs waiting for an uploader are bounded too, so memory stays bounded (each pack is in
+    // packs waiting for an uploader are bounded too (two), so memory stays bounded (each pack is in
     // memory until stored on a storage without a file spool) however slow the uploads are.
     let uploaders = storage.parallel_puts().max(1);
     let index = Mutex::new(index);
     let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let (seal_tx, seal_rx) = crossbeam_channel::bounded::<pack::Closed>(uploaders.max(2));
+        let (seal_tx, seal_rx) = crossbeam_channel::bounded::<pack::Closed>(2);
         let sealers: Vec<_> = (0..uploaders)
             .map(|_| {
                 let (seal_rx, index, failed) = (seal_rx.clone(), &index, &failed);

@@ -164,7 +164,9 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
             Err(e) => Err(format!("{}: missing ({e})", path.display())),
             Ok(None) => Err(format!("{}: missing (no such object)", path.display())),
             Ok(Some(n)) if n != *size => Err(format!("{}: {n} bytes, the index says {size}", path.display())),
-            Ok(Some(_)) => crate::pack::read_trailer(&*repo.storage, id, *size, &repo.cipher).map(|_| ()).map_err(|e| e.to_string()),
+            Ok(Some(_)) => crate::pack::read_trailer(&*repo.storage, id, *size, &repo.cipher)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         };
         if let Err(why) = check {
             bad_packs.insert(*id, why);
@@ -284,7 +286,8 @@ fn check_keys_and_index_objects(repo: &Repo, errors: &mut Vec<String>) -> Result
     if repo.cipher.is_encrypted() {
         for o in storage.list(Kind::Keys)? {
             let path = std::path::PathBuf::from(object_path(storage, Kind::Keys, &o.name));
-            match storage.read(Kind::Keys, &o.name, None).and_then(|b| crate::crypto::key::KeyObject::decode(&path, &b)) {
+            match storage.read(Kind::Keys, &o.name, None).and_then(|b| crate::crypto::key::KeyObject::decode(&path, &b))
+            {
                 Ok(_) | Err(Error::ObjectMissing { .. }) => {}
                 Err(e) => errors.push(e.to_string()),
             }

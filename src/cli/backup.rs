@@ -1,7 +1,7 @@
 //! `init`, `backup` and `init-set`: create a repository, add a set, write a set definition.
 
 use super::output::{self, bytes, line};
-use super::{json_line, notify, now, open, RepoArg, EXIT_DAMAGE, EXIT_PARTIAL};
+use super::{json_line, notify, now, RepoArg, EXIT_DAMAGE, EXIT_PARTIAL};
 use anyhow::{bail, Context, Result};
 use coffer::repo::Repo;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ pub struct InitArgs {
     /// `none` makes an unencrypted repository (for a disk that is already encrypted).
     #[arg(long, value_parser = ["xchacha20poly1305", "none"], default_value = "xchacha20poly1305")]
     encryption: String,
-    /// Argon2id cost of the first key: m=KIB,t=ITERATIONS,p=LANES (default m=65536,t=6,p=1,
+    /// Argon2id cost of the first key: m=KIB,t=ITERATIONS,p=LANES (default m=65536,t=12,p=1,
     /// about 0.5 s). Lower it only for tests or slow machines.
     #[arg(long, env = "COFFER_KDF_PARAMS", value_name = "PARAMS")]
     kdf_params: Option<String>,
@@ -78,11 +78,17 @@ impl BackupArgs {
     pub fn run(self) -> Result<i32> {
         let BackupArgs { repo, name, tags, json, no_cache, one_file_system, threads, set_file, strict, time, paths } =
             self;
-        let r = open(&repo)?;
+        let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
+        let mut creds = coffer::storage::S3Credentials::from_env();
+        if creds.access_key_id.is_none() {
+            if let Some(p) = def.as_ref().and_then(|d| d.s3_profile.clone()) {
+                creds.profile = Some(p);
+            }
+        }
+        let r = Repo::open_at_with(&repo.repo, &coffer::filecache::cache_root(), &repo.password(), &creds)?;
         if !r.config.is_encrypted() {
             eprintln!("coffer: warning: {} is UNENCRYPTED (made with --encryption none)", repo.repo);
         }
-        let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
         let (sources, checked_paths) = match &def {
             Some(d) => (d.sources(), d.source_paths()),
             None => {

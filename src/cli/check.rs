@@ -141,7 +141,8 @@ impl RepairIndexArgs {
         if let Some(dir) = catalog.parent() {
             coffer::store::create_private_dirs(dir)?;
         }
-        let done = coffer::index::rebuild(&*storage, &catalog, &cfg.repository_id, &opened.hasher, &opened.cipher, now)?;
+        let done =
+            coffer::index::rebuild(&*storage, &catalog, &cfg.repository_id, &opened.hasher, &opened.cipher, now)?;
         let mut idx = coffer::index::Index::open(&catalog, &cfg.repository_id)?;
         let objects = coffer::catalog::replace_all(&mut idx, &*storage, now)?;
         line(&format!("rebuilt index from {} packs ({objects} index objects written)", done.packs));

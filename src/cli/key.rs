@@ -76,7 +76,9 @@ pub fn kdf(given: Option<&str>) -> Result<KdfParams> {
 fn unlocked(r: &Repo) -> Result<&keyring::Unlocked> {
     match &r.unlocked {
         Some(u) => Ok(u),
-        None => bail!("{}: the repository is not encrypted (made with --encryption none): it has no keys", r.root.display()),
+        None => {
+            bail!("{}: the repository is not encrypted (made with --encryption none): it has no keys", r.root.display())
+        }
     }
 }
 

@@ -26,7 +26,13 @@ pub struct KeyInfo {
 }
 
 /// Stores a new key object wrapping `master` for `password`; returns its name.
-pub fn add(storage: &dyn Storage, master: &MasterKey, password: &[u8], params: KdfParams, now: String) -> Result<String> {
+pub fn add(
+    storage: &dyn Storage,
+    master: &MasterKey,
+    password: &[u8],
+    params: KdfParams,
+    now: String,
+) -> Result<String> {
     let name = new_key_name();
     let key = KeyObject::wrap(master, password, params, &name, now);
     storage.put(Kind::Keys, &name, &key.encode())?;

@@ -54,9 +54,10 @@ impl Source {
         match self {
             Source::Given(p) => Ok(p.clone()),
             Source::File(path) => {
-                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                    Error::InvalidInput(format!("password file {}: {e}", path.display()))
-                })?);
+                let text = Zeroizing::new(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| Error::InvalidInput(format!("password file {}: {e}", path.display())))?,
+                );
                 non_empty(first_line(&text), &format!("password file {}", path.display()))
             }
             Source::Command(cmd) => run_command(cmd),
@@ -90,9 +91,10 @@ fn run_command(cmd: &str) -> Result<Password> {
     if !out.status.success() {
         return Err(Error::InvalidInput(format!("{what} failed ({})", out.status)));
     }
-    let text = Zeroizing::new(String::from_utf8(out.stdout).map_err(|_| {
-        Error::InvalidInput(format!("{what} printed a password that is not UTF-8"))
-    })?);
+    let text = Zeroizing::new(
+        String::from_utf8(out.stdout)
+            .map_err(|_| Error::InvalidInput(format!("{what} printed a password that is not UTF-8")))?,
+    );
     non_empty(first_line(&text), &what)
 }
 
@@ -105,7 +107,9 @@ fn prompt(repo: &str, confirm: bool) -> Result<Password> {
         )));
     }
     let ask = |q: &str| {
-        rpassword::prompt_password(q).map(Zeroizing::new).map_err(|e| Error::InvalidInput(format!("reading the password: {e}")))
+        rpassword::prompt_password(q)
+            .map(Zeroizing::new)
+            .map_err(|e| Error::InvalidInput(format!("reading the password: {e}")))
     };
     let first = non_empty(ask(&format!("password for {repo}: "))?, "the terminal")?;
     if confirm && *ask("again: ")? != *first {

@@ -308,8 +308,9 @@ impl Restorer<'_> {
                 }
                 Err(_) => read(e.offset, e.offset + e.stored_len as u64),
             };
-            let data =
-                stored.and_then(|s| crate::pack::decode_blob(&pack_path, e, &s, &self.repo.hasher, &self.repo.cipher)).and_then(|d| {
+            let data = stored
+                .and_then(|s| crate::pack::decode_blob(&pack_path, e, &s, &self.repo.hasher, &self.repo.cipher))
+                .and_then(|d| {
                     if d.len() == n.len as usize {
                         Ok(d)
                     } else {

@@ -8,12 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 /// Runs coffer with the cache `cache` (one machine), returning its output.
 fn on(cache: &Path, args: &[&str]) -> Output {
-    coffer_cmd()
-        .args(args)
-        .env("COFFER_CACHE_DIR", cache)
-        .env_remove("COFFER_REPO")
-        .output()
-        .expect("run coffer")
+    coffer_cmd().args(args).env("COFFER_CACHE_DIR", cache).env_remove("COFFER_REPO").output().expect("run coffer")
 }
 
 fn ok_on(cache: &Path, args: &[&str]) -> String {

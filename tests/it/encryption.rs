@@ -1,9 +1,7 @@
 //! Encrypted repositories (format version 3): nothing readable in storage, passwords from
 //! every source, keys added, changed and removed, and tampering found and named.
 
-use crate::support::{
-    assert_same_tree, bytes, coffer_cmd, pack_files, stderr, walk, write, Env, PASSWORD,
-};
+use crate::support::{assert_same_tree, bytes, coffer_cmd, pack_files, stderr, walk, write, Env, PASSWORD};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

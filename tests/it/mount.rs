@@ -201,13 +201,8 @@ fn mount_ends_cleanly_when_unmounted_with_fusermount() {
 
 /// Runs `coffer dump ARGS | tar TAR_ARGS`; returns tar's output after checking both succeeded.
 fn dump_into_tar(env: &Env, dump_args: &[&str], tar_args: &[&str]) -> std::process::Output {
-    let mut dump = coffer_cmd()
-        .arg("dump")
-        .args(dump_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut dump =
+        coffer_cmd().arg("dump").args(dump_args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let tar = Command::new("tar").args(tar_args).stdin(dump.stdout.take().unwrap()).output().unwrap();
     let st = dump.wait().unwrap();
     let mut err = String::new();
@@ -282,11 +277,7 @@ fn dump_and_restore_of_a_sparse_file_over_8_gib() {
     let r = r.to_str().unwrap();
 
     // GNU tar lists the full size and extracts the same bytes (compared by cmp).
-    let mut dump = coffer_cmd()
-        .args(["dump", "--repo", r, "latest", "sparse"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut dump = coffer_cmd().args(["dump", "--repo", r, "latest", "sparse"]).stdout(Stdio::piped()).spawn().unwrap();
     let mut tar = Command::new("tar")
         .args(["-xvvOf", "-", "sparse/big"])
         .stdin(dump.stdout.take().unwrap())

@@ -87,7 +87,11 @@ fn s3_round_trip_backup_restore_mount_dump_prune_verify_and_repair() {
     // A second init on the same prefix is refused, naming it.
     let again = s.run(&["init", "--repo", &url]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("already a coffer repository") && stderr(&again).contains(&url), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already a coffer repository") && stderr(&again).contains(&url),
+        "{}",
+        stderr(&again)
+    );
 
     let first = s.json(&["backup", "--repo", &url, src.to_str().unwrap(), "--json"]);
     assert!(first["bytes_stored"].as_u64().unwrap() > 5 * 1024 * 1024, "{first}");
@@ -333,4 +337,44 @@ fn three_node_cluster_all_down_mid_backup_fails_clearly_and_the_rerun_reuses_upl
     s.ok(&["restore", "--repo", &url, "latest", "--target", target.to_str().unwrap()]);
     assert_same_tree(&src, &target.join("src"));
     s.ok(&["verify", "--repo", &url, "--read-data"]);
+}
+
+#[test]
+fn a_set_definition_names_the_credentials_profile_that_opens_the_bucket() {
+    let s = S3Env::new(Garage::single());
+    let url = s.garage.url(0, "profiled");
+    s.ok(&["init", "--repo", &url]);
+    let src = s.env.path("src");
+    source(&src, 5);
+    let creds = s.env.path("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!("[default]\naws_access_key_id = GKwrong\naws_secret_access_key = wrong\n\n[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n", s.garage.key_id, s.garage.secret),
+    )
+    .unwrap();
+    let def = s.env.path("set.toml");
+    std::fs::write(
+        &def,
+        format!("name = \"docs\"\ns3_profile = \"backup\"\n\n[[component]]\nname = \"src\"\nkind = \"directory\"\npath = \"{}\"\n", src.display()),
+    )
+    .unwrap();
+    let o = s
+        .cmd(&["backup", "--repo", &url, "--set", def.to_str().unwrap()])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sets_of(&s, &url).len(), 1);
+    // Without the set's profile the default one is used, and the server refuses it.
+    let o = s
+        .cmd(&["sets", "--repo", &url])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("access denied"), "{}", stderr(&o));
 }

@@ -197,7 +197,8 @@ fn a_put_or_read_failing_at_any_step_of_a_prune_leaves_the_kept_set_restorable()
                 let mem = setup(cache.path());
                 let faulty = Arc::new(FaultyStorage::new(mem.clone()));
                 faulty.add(Fault::nth(op, n, effect));
-                let r = Repo::open_storage(faulty.clone(), cache.path(), false, &password()).and_then(|repo| prune(&repo));
+                let r =
+                    Repo::open_storage(faulty.clone(), cache.path(), false, &password()).and_then(|repo| prune(&repo));
                 if let Err(e) = &r {
                     check_error(e, &what);
                     failed += 1;

@@ -49,7 +49,8 @@ impl Craft {
             let finished = w.finish(&*self.repo.storage).expect("finish pack");
             let mut idx = self.repo.index().expect("index");
             idx.add_pack(&finished, 0).expect("index pack");
-            coffer::catalog::write_uncovered(&mut idx, &*self.repo.storage, &self.repo.cipher, 0).expect("index object");
+            coffer::catalog::write_uncovered(&mut idx, &*self.repo.storage, &self.repo.cipher, 0)
+                .expect("index object");
         }
     }
 

@@ -206,35 +206,49 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
             }
         }
     };
-    for (id, size, _) in to_read {
-        progress.packs_read.fetch_add(1, Relaxed);
-        progress.bytes_read.fetch_add(*size, Relaxed);
-        let path = repo.pack_object(id);
-        let rows = repo.index()?.pack_rows(id)?;
-        match read_whole_pack(repo, id, &path, &rows) {
-            Ok(read) => {
-                rep.packs_read += 1;
-                rep.bytes_read += read.size;
-                read_packs.insert(*id);
-                if !repo.read_only {
-                    let idx = repo.index()?;
-                    for c in &read.good {
-                        note(idx.clear_damaged(c, id), &mut notes);
+    // Packs are read a few at a time in parallel (each whole, so memory is that many packs):
+    // on an object store each read waits on the network. Results are recorded in order.
+    let at_once = (repo.storage.parallel_puts() * 2).max(rayon::current_num_threads()).max(1);
+    for group in to_read.chunks(at_once) {
+        use rayon::prelude::*;
+        let reads: Vec<Result<(PackId, Result<PackRead>)>> = group
+            .par_iter()
+            .map(|(id, size, _)| {
+                let rows = repo.index()?.pack_rows(id)?;
+                let read = read_whole_pack(repo, id, &repo.pack_object(id), &rows);
+                progress.packs_read.fetch_add(1, Relaxed);
+                progress.bytes_read.fetch_add(*size, Relaxed);
+                Ok((*id, read))
+            })
+            .collect();
+        for r in reads {
+            let (id, read) = r?;
+            let id = &id;
+            match read {
+                Ok(read) => {
+                    rep.packs_read += 1;
+                    rep.bytes_read += read.size;
+                    read_packs.insert(*id);
+                    if !repo.read_only {
+                        let idx = repo.index()?;
+                        for c in &read.good {
+                            note(idx.clear_damaged(c, id), &mut notes);
+                        }
+                        for (c, why) in &read.bad {
+                            note(idx.record_damaged(c, id, why, opts.now), &mut notes);
+                        }
+                        if read.problem.is_none() && read.bad.is_empty() {
+                            note(idx.set_verified(id, opts.now), &mut notes);
+                        }
                     }
-                    for (c, why) in &read.bad {
-                        note(idx.record_damaged(c, id, why, opts.now), &mut notes);
+                    if let Some(why) = read.problem {
+                        rep.errors.push(why);
                     }
-                    if read.problem.is_none() && read.bad.is_empty() {
-                        note(idx.set_verified(id, opts.now), &mut notes);
-                    }
+                    bad_chunks.extend(read.bad);
                 }
-                if let Some(why) = read.problem {
-                    rep.errors.push(why);
+                Err(e) => {
+                    bad_packs.entry(*id).or_insert_with(|| e.to_string());
                 }
-                bad_chunks.extend(read.bad);
-            }
-            Err(e) => {
-                bad_packs.entry(*id).or_insert_with(|| e.to_string());
             }
         }
     }

@@ -163,10 +163,13 @@ impl Restorer<'_> {
 
         locs.sort_unstable_by_key(|l| (l.pack, l.entry.offset));
         let mut ranges: Vec<Range> = Vec::new();
+        // Blobs close enough in one pack are read as one range (on an object store a request
+        // costs more than the bytes between them); each entry is cut out by its own offset.
+        let gap = self.repo.storage.read_gap();
         for l in locs {
             let (s, e) = (l.entry.offset, l.entry.offset + l.entry.stored_len as u64);
             match ranges.last_mut() {
-                Some(r) if r.pack == l.pack && r.end == s && e - r.start <= RANGE_MAX => {
+                Some(r) if r.pack == l.pack && s >= r.end && s - r.end <= gap && e - r.start <= RANGE_MAX => {
                     r.end = e;
                     r.entries.push(l.entry);
                 }

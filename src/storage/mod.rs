@@ -112,11 +112,18 @@ pub trait Storage: Send + Sync {
         Ok(Box::new(MemSpool { kind, bytes: Vec::new() }))
     }
 
-    /// How many puts of whole packs are worth having in flight at once: one for a disk (the
+    /// How many puts of whole packs (or whole-pack reads) are worth having in flight at once: one for a disk (the
     /// writes share its bandwidth), more for an object store, where each request waits on
     /// the network and the server.
     fn parallel_puts(&self) -> usize {
         1
+    }
+
+    /// Bytes not needed that are still worth reading to join two ranges of one object into one
+    /// read: none on a disk (a read is cheap), more on an object store, where each request
+    /// costs a round trip.
+    fn read_gap(&self) -> u64 {
+        0
     }
 }
 

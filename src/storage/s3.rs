@@ -305,6 +305,11 @@ impl Storage for S3Storage {
     fn parallel_puts(&self) -> usize {
         4
     }
+
+    /// 1 MiB: a few milliseconds on a LAN, about one request's round trip.
+    fn read_gap(&self) -> u64 {
+        1024 * 1024
+    }
 }
 
 #[cfg(test)]

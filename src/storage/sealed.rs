@@ -74,6 +74,10 @@ impl Storage for SealedStorage {
         self.inner.parallel_puts()
     }
 
+    fn read_gap(&self) -> u64 {
+        self.inner.read_gap()
+    }
+
     fn spool(&self, kind: Kind) -> Result<Box<dyn Spool>> {
         self.inner.spool(kind)
     }

@@ -115,6 +115,11 @@ isolate_env() {
 
 repo() { echo "$WORK/repos/$1"; }
 
+# Read the page cache in before each backup phase, so every tool starts warm and the
+# first tool in the list does not pay for reading the disk (dropping caches needs root
+# and is not reliable in containers, so equalise the other way).
+warm() { find "$SRC" -type f -exec cat {} + >/dev/null; }
+
 # measure KEY CMD...: run CMD under GNU time; "wall rss_kib" goes to $MET/KEY.time, wall
 # seconds and peak RSS (KiB) to $MET/KEY.wall and $MET/KEY.rss, then measure_line prints
 # them. A failing command aborts the whole run: numbers from a failed run are noise.

@@ -52,10 +52,6 @@ isolate_env
 
 # --------------------------------------------------------------------------- helpers
 
-# Read the page cache in before each backup phase, so every tool starts warm and the
-# first tool in the list does not pay for reading the disk (dropping caches needs root
-# and is not reliable in containers, so equalise the other way).
-warm() { find "$SRC" -type f -exec cat {} + >/dev/null; }
 
 backup() {
   local tool=$1 phase=$2 r

@@ -139,7 +139,6 @@ for t in "${TOOL_LIST[@]}"; do
     restic) restic "${RESTIC_S3[@]}" init --repo "$(repo restic)" ;;
   esac >"$LOG/$t-init.log" 2>&1 || { cat "$LOG/$t-init.log" >&2; die "$t init failed"; }
 done
-warm() { find "$SRC" -type f -exec cat {} + >/dev/null; }
 
 echo "== phase 1: first backup"
 warm

@@ -104,16 +104,7 @@ impl Repo {
     ) -> Result<Repo> {
         match location {
             Location::Local(root) => Repo::open_with(root, cache_root, password),
-            Location::S3(_) => {
-                let storage = location.open(creds)?;
-                if storage.size(Kind::Config, Config::NAME)?.is_none() {
-                    return Err(Error::NotARepository {
-                        path: location.to_string().into(),
-                        why: "no config object (is the bucket or prefix right? `coffer init` makes one)".into(),
-                    });
-                }
-                Repo::open_storage(storage, cache_root, false, password)
-            }
+            Location::S3(_) => Repo::open_storage(location.open(creds)?, cache_root, false, password),
         }
     }
 
@@ -439,7 +430,14 @@ impl Opened {
     /// the password from `password` (the key that opened it last on this machine, recorded
     /// under `cache_root`, is tried first).
     pub fn unlock(raw: Arc<dyn Storage>, cache_root: &Path, password: &Source) -> Result<Opened> {
-        let config_bytes = raw.read(Kind::Config, Config::NAME, None)?;
+        // A storage without a config holds no repository (a wrong bucket or prefix).
+        let config_bytes = raw.read(Kind::Config, Config::NAME, None).map_err(|e| match e {
+            Error::ObjectMissing { .. } => Error::NotARepository {
+                path: raw.location().into(),
+                why: "no config object (is the bucket or prefix right? `coffer init` makes one)".into(),
+            },
+            e => e,
+        })?;
         let config = Config::decode(Path::new(&object_path(&*raw, Kind::Config, Config::NAME)), &config_bytes)?;
         let cache_dir = cache_root.join(&config.repository_id);
         let (unlocked, chunk_key, seed) = match config.clear_secrets() {

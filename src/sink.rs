@@ -205,9 +205,9 @@ pub fn build_filter(index: &Index) -> Result<Filter> {
 }
 
 /// The single pack writer: appends blobs to the current pack and closes packs at the target
-/// size. Closed packs go to sealing threads (see [`Storage::parallel_puts`]) that make them durable, records them in the
-/// index and then retires their ids from `pending` into the filter, while the writer fills
-/// the next pack. Returns the packs written.
+/// size. Closed packs go to sealing threads (see [`Storage::parallel_requests`]) that make
+/// them durable, record them in the index and then retire their ids from `pending` into the
+/// filter, while the writer fills the next pack. Returns the packs written.
 #[allow(clippy::too_many_arguments)]
 pub fn write_packs(
     storage: &dyn Storage,
@@ -222,9 +222,9 @@ pub fn write_packs(
 ) -> Result<Vec<PackId>> {
     // Packs being made durable at once: one on a disk, several on an object store, where each
     // upload waits on the network; the writer keeps filling the next pack meanwhile. Closed
-    // packs waiting for an uploader are bounded too (two), so memory stays bounded (each pack is in
-    // memory until stored on a storage without a file spool) however slow the uploads are.
-    let uploaders = storage.parallel_puts().max(1);
+    // packs waiting for an uploader are bounded too (two), so memory stays bounded (each pack
+    // is in memory until stored on a storage without a file spool) however slow uploads are.
+    let uploaders = storage.parallel_requests().max(1);
     let index = Mutex::new(index);
     let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -236,8 +236,8 @@ pub fn write_packs(
                     let mut written = Vec::new();
                     let mut error = None;
                     for closed in seal_rx.iter() {
-                        // After a failure, drain without storing: the run is failing anyway.
-                        if error.is_some() || failed.load(Relaxed) {
+                        // After any sealer's failure, drain without storing: the run fails.
+                        if failed.load(Relaxed) {
                             continue;
                         }
                         match seal(storage, closed, index, filter, pending, counters, now) {

@@ -208,7 +208,7 @@ pub fn verify(repo: &Repo, opts: &Options) -> Result<Report> {
     };
     // Packs are read a few at a time in parallel (each whole, so memory is that many packs):
     // on an object store each read waits on the network. Results are recorded in order.
-    let at_once = (repo.storage.parallel_puts() * 2).max(rayon::current_num_threads()).max(1);
+    let at_once = repo.storage.readers(rayon::current_num_threads());
     for group in to_read.chunks(at_once) {
         use rayon::prelude::*;
         let reads: Vec<Result<(PackId, Result<PackRead>)>> = group

@@ -79,12 +79,8 @@ impl BackupArgs {
         let BackupArgs { repo, name, tags, json, no_cache, one_file_system, threads, set_file, strict, time, paths } =
             self;
         let def = set_file.as_deref().map(coffer::setdef::SetDefinition::load).transpose()?;
-        let mut creds = coffer::storage::S3Credentials::from_env();
-        if creds.access_key_id.is_none() {
-            if let Some(p) = def.as_ref().and_then(|d| d.s3_profile.clone()) {
-                creds.profile = Some(p);
-            }
-        }
+        let creds =
+            coffer::storage::S3Credentials::from_env().or_profile(def.as_ref().and_then(|d| d.s3_profile.clone()));
         let r = Repo::open_at_with(&repo.repo, &coffer::filecache::cache_root(), &repo.password(), &creds)?;
         if !r.config.is_encrypted() {
             eprintln!("coffer: warning: {} is UNENCRYPTED (made with --encryption none)", repo.repo);

@@ -278,10 +278,8 @@ pub fn restore(repo: &Repo, manifest: &Manifest, target: &Path, opts: &Options) 
         links: Mutex::new(Vec::new()),
         not_restored: Mutex::new((Vec::new(), 0)),
     };
-    // On an object store each range read waits on the network: more of them in flight than
-    // there are cores keeps the cores busy (the storage says how many are worth it).
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let threads = opts.threads.unwrap_or_else(|| cores.max(repo.storage.parallel_puts() * 2));
+    let threads = opts.threads.unwrap_or_else(|| repo.storage.readers(cores));
     // Two pools, never one: the batch loop blocks a worker on the channel while the walker
     // fills it, and a walker sharing that pool (with `--threads 1`, or when every worker is
     // blocked) would wait for a thread that never comes back.

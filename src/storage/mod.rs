@@ -1,7 +1,8 @@
 //! The one door to repository bytes (format v2, issue 11): a repository is a set of objects,
 //! each named by its [`Kind`] and a name, behind the small [`Storage`] trait. `LocalStorage` is
-//! a directory, `S3Storage` a bucket (and prefix) on an S3-compatible server, `MemStorage` lives in memory for tests, `FaultyStorage` wraps either to make
-//! calls fail, short or wrong in the ways real disks and object stores do.
+//! a directory, `S3Storage` a bucket (and prefix) on an S3-compatible server, `MemStorage`
+//! lives in memory for tests, `FaultyStorage` wraps either to make calls fail, short or wrong
+//! in the ways real disks and object stores do.
 //!
 //! Wired so far: the config, set manifests (`Repo::commit_manifest`, `list_sets`,
 //! `remove_manifest`), leases (`lock`), pack writes (`pack::Closed::persist`, used by backup,
@@ -112,11 +113,18 @@ pub trait Storage: Send + Sync {
         Ok(Box::new(MemSpool { kind, bytes: Vec::new() }))
     }
 
-    /// How many puts of whole packs (or whole-pack reads) are worth having in flight at once: one for a disk (the
-    /// writes share its bandwidth), more for an object store, where each request waits on
-    /// the network and the server.
-    fn parallel_puts(&self) -> usize {
+    /// How many requests for whole packs are worth having in flight at once: one on a disk
+    /// (they share its bandwidth), more on an object store, where each waits on the network
+    /// and the server. Backups run this many pack uploads at once.
+    fn parallel_requests(&self) -> usize {
         1
+    }
+
+    /// How many threads should read from this storage at once on a machine with `cores`:
+    /// one per core, or more when each read mostly waits (restore's range readers, verify's
+    /// whole-pack reads).
+    fn readers(&self, cores: usize) -> usize {
+        cores.max(self.parallel_requests() * 2).max(1)
     }
 
     /// Bytes not needed that are still worth reading to join two ranges of one object into one

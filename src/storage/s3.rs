@@ -89,6 +89,14 @@ pub struct S3Credentials {
 }
 
 impl S3Credentials {
+    /// With `profile` (a set definition's `s3_profile`) when no access key is given.
+    pub fn or_profile(mut self, profile: Option<String>) -> S3Credentials {
+        if self.access_key_id.is_none() && profile.is_some() {
+            self.profile = profile;
+        }
+        self
+    }
+
     pub fn from_env() -> S3Credentials {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         S3Credentials {
@@ -302,7 +310,7 @@ impl Storage for S3Storage {
         }
     }
 
-    fn parallel_puts(&self) -> usize {
+    fn parallel_requests(&self) -> usize {
         4
     }
 

@@ -70,8 +70,8 @@ impl Storage for SealedStorage {
         self.inner.remove(kind, name)
     }
 
-    fn parallel_puts(&self) -> usize {
-        self.inner.parallel_puts()
+    fn parallel_requests(&self) -> usize {
+        self.inner.parallel_requests()
     }
 
     fn read_gap(&self) -> u64 {

@@ -202,7 +202,7 @@ fn s3_set_with_a_real_postgres_dump_restores_and_is_consistent() {
 
 #[test]
 fn s3_failures_name_the_endpoint_and_commit_nothing() {
-    let s = S3Env::new(Garage::single());
+    let mut s = S3Env::new(Garage::single());
     let url = s.garage.url(0, "r");
     let src = s.env.path("src");
     source(&src, 2);
@@ -236,16 +236,12 @@ fn s3_failures_name_the_endpoint_and_commit_nothing() {
     assert!(e.contains(&format!("127.0.0.1:{dead}")) && e.contains("gave up after 2 retries"), "{e}");
 
     // Garage stopped before a backup: a clear error, no set in the bucket afterwards.
-    let mut garage = s.garage;
-    garage.kill_all();
-    let env = S3Env { env: s.env, garage };
-    let o = env.cmd(&["backup", "--repo", &url, src.to_str().unwrap()]).env("COFFER_S3_RETRIES", "1").output().unwrap();
+    s.garage.kill_all();
+    let o = s.cmd(&["backup", "--repo", &url, src.to_str().unwrap()]).env("COFFER_S3_RETRIES", "1").output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains(&endpoint), "{}", stderr(&o));
-    let mut garage = env.garage;
-    garage.restart_all();
-    let env = S3Env { env: env.env, garage };
-    assert!(sets_of(&env, &url).is_empty());
+    s.garage.restart_all();
+    assert!(sets_of(&s, &url).is_empty());
 }
 
 /// Starts a backup of a source large enough to span several packs, and returns once its
@@ -272,17 +268,22 @@ fn big_source(root: &Path, seed: u64) {
     }
 }
 
-#[test]
-fn three_node_cluster_loses_a_node_mid_backup_and_restarts_one_mid_restore() {
+/// A three-node cluster with a repository under prefix `c`, and a backup of a 96 MiB source
+/// under way (see [`backup_under_way`]): the environment, the repository, the source, the run.
+fn cluster_backup_under_way(seed: u64, retries: &str) -> (S3Env, String, std::path::PathBuf, Child) {
     let s = S3Env::new(Garage::cluster());
     let url = s.garage.url(0, "c");
     let src = s.env.path("src");
-    big_source(&src, 3);
+    big_source(&src, seed);
     s.ok(&["init", "--repo", &url]);
-    let backup = backup_under_way(&s, &url, "c", &src, "6");
-    let mut garage = s.garage;
-    garage.kill_node(2);
-    let s = S3Env { env: s.env, garage };
+    let backup = backup_under_way(&s, &url, "c", &src, retries);
+    (s, url, src, backup)
+}
+
+#[test]
+fn three_node_cluster_loses_a_node_mid_backup_and_restarts_one_mid_restore() {
+    let (mut s, url, src, backup) = cluster_backup_under_way(3, "6");
+    s.garage.kill_node(2);
     let (st, so, se) = finish(backup);
     assert!(st.success(), "backup with a node down: {st}\n{so}\n{se}");
     let target = s.env.path("restored");
@@ -290,19 +291,15 @@ fn three_node_cluster_loses_a_node_mid_backup_and_restarts_one_mid_restore() {
     assert_same_tree(&src, &target.join("src"));
 
     // Back to three nodes; then one of the others is restarted while a restore reads.
-    let mut garage = s.garage;
-    garage.start_node(2);
-    let s = S3Env { env: s.env, garage };
+    s.garage.start_node(2);
     let target2 = s.env.path("restored2");
     let mut restore = s.spawn(&["restore", "--repo", &url, "latest", "--target", target2.to_str().unwrap()]);
     // Under way once it has started writing files.
     while !target2.join("src/store").exists() {
         assert!(restore.try_wait().unwrap().is_none(), "the restore ended before it wrote a file");
     }
-    let mut garage = s.garage;
-    garage.kill_node(1);
-    garage.start_node(1);
-    let _s = S3Env { env: s.env, garage };
+    s.garage.kill_node(1);
+    s.garage.start_node(1);
     let (st, so, se) = finish(restore);
     assert!(st.success(), "restore across a node restart: {st}\n{so}\n{se}");
     assert_same_tree(&src, &target2.join("src"));
@@ -310,23 +307,14 @@ fn three_node_cluster_loses_a_node_mid_backup_and_restarts_one_mid_restore() {
 
 #[test]
 fn three_node_cluster_all_down_mid_backup_fails_clearly_and_the_rerun_reuses_uploads() {
-    let s = S3Env::new(Garage::cluster());
-    let url = s.garage.url(0, "c");
-    let src = s.env.path("src");
-    big_source(&src, 4);
-    s.ok(&["init", "--repo", &url]);
-    let backup = backup_under_way(&s, &url, "c", &src, "2");
-    let mut garage = s.garage;
-    garage.kill_all();
-    let s = S3Env { env: s.env, garage };
+    let (mut s, url, src, backup) = cluster_backup_under_way(4, "2");
+    s.garage.kill_all();
     let (st, _, se) = finish(backup);
     assert_eq!(st.code(), Some(1), "{se}");
     assert!(se.contains(&format!("127.0.0.1:{}", s.garage.nodes[0].s3_port)), "{se}");
     assert!(se.contains("gave up after 2 retries"), "{se}");
 
-    let mut garage = s.garage;
-    garage.restart_all();
-    let s = S3Env { env: s.env, garage };
+    s.garage.restart_all();
     assert!(sets_of(&s, &url).is_empty(), "a set was committed by the failed run");
     let uploaded = packs_in(&s.garage, "c");
     assert!(uploaded > 0);

@@ -21,6 +21,7 @@ use crate::crypto::{blob_ad, Cipher, TRAILER_AD};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, Id, PackId};
 use crate::storage::{object_path, Kind, Spool, Storage};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"COFFRPAK";
@@ -236,10 +237,11 @@ pub fn read_trailer(storage: &dyn Storage, id: &PackId, size: u64, cipher: &Ciph
     }
 }
 
-/// The stored form of a blob: `bytes` (compressed or not) sealed with its kind and id.
-pub fn seal_blob(cipher: &Cipher, id: &ChunkId, kind: BlobKind, bytes: Vec<u8>) -> Vec<u8> {
+/// The stored form of a blob: `bytes` (compressed or not) sealed with its kind and id. A
+/// raw chunk is sealed straight from the caller's buffer (see [`compress`]).
+pub fn seal_blob(cipher: &Cipher, id: &ChunkId, kind: BlobKind, bytes: Cow<'_, [u8]>) -> Vec<u8> {
     match cipher {
-        Cipher::None => bytes,
+        Cipher::None => bytes.into_owned(),
         _ => cipher.seal(&blob_ad(kind as u8, id.as_bytes()), &bytes),
     }
 }
@@ -252,19 +254,17 @@ pub fn decode_blob(
     hasher: &crate::chunker::Hasher,
     cipher: &Cipher,
 ) -> Result<Vec<u8>> {
-    let opened;
-    let stored = match cipher {
-        Cipher::None => stored,
-        _ => {
-            opened = cipher.open(&blob_ad(e.kind as u8, e.id.as_bytes()), stored).ok_or_else(|| {
-                Error::corrupt(path, e.offset, format!("chunk {}: does not authenticate (damaged)", e.id.short()))
-            })?;
-            &opened[..]
-        }
+    // Opening copies the ciphertext once; a raw blob's opened bytes are its result as they
+    // are, so restore copies each incompressible byte once, not twice.
+    let stored: Cow<'_, [u8]> = match cipher {
+        Cipher::None => Cow::Borrowed(stored),
+        _ => Cow::Owned(cipher.open(&blob_ad(e.kind as u8, e.id.as_bytes()), stored).ok_or_else(|| {
+            Error::corrupt(path, e.offset, format!("chunk {}: does not authenticate (damaged)", e.id.short()))
+        })?),
     };
     let raw = match e.compression {
-        Compression::None => stored.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(stored, e.raw_len as usize)
+        Compression::None => stored.into_owned(),
+        Compression::Zstd => zstd::bulk::decompress(&stored, e.raw_len as usize)
             .map_err(|err| Error::corrupt(path, e.offset, format!("chunk {}: zstd: {err}", e.id.short())))?,
     };
     if raw.len() != e.raw_len as usize {
@@ -440,23 +440,26 @@ fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 /// them whole only to throw the result away would cost most of a backup's CPU. So a chunk
 /// more than twice [`SAMPLE`] long is compressed only if a 32 KiB sample from its middle
 /// compresses at the fastest level.
-pub fn compress(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
+///
+/// A chunk kept raw is returned borrowed: sealing copies it once into the sealed blob, and
+/// only a repository in the clear copies it as it is.
+pub fn compress(raw: &[u8], level: i32) -> (Compression, Cow<'_, [u8]>) {
     if raw.len() > 2 * SAMPLE {
         let mid = raw.len() / 2;
         let sample = &raw[mid - SAMPLE / 2..mid + SAMPLE / 2];
         let pays = zstd_compress(sample, 1).is_some_and(|c| c.len() + SAMPLE / 32 < SAMPLE);
         if !pays {
-            return (Compression::None, raw.to_vec());
+            return (Compression::None, Cow::Borrowed(raw));
         }
     }
     if raw.len() >= 64 {
         if let Some(c) = zstd_compress(raw, level) {
             if c.len() + raw.len() / 32 < raw.len() {
-                return (Compression::Zstd, c);
+                return (Compression::Zstd, Cow::Owned(c));
             }
         }
     }
-    (Compression::None, raw.to_vec())
+    (Compression::None, Cow::Borrowed(raw))
 }
 
 /// A finished, durable pack.

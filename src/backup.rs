@@ -1,7 +1,7 @@
 //! Runs a backup: captures each component in order into one set and commits it.
 //!
-//! This module alone owns threads and channels: a rayon pool for the CPU stages and one
-//! pack-writer thread fed by a bounded channel. The commit sequence is the format's write
+//! It owns the rayon pool for the CPU stages; the pack-writer thread and the bounded channel
+//! that feeds it belong to [`sink::pack_into`], which copy uses too. The commit sequence is the format's write
 //! order: every pack durable and indexed → manifest renamed into `sets/` (the commit point)
 //! → files caches merged. A run that fails or dies before the rename leaves no set; what it
 //! already packed is indexed and reused by the next run.
@@ -9,7 +9,7 @@
 use crate::clock::{self, Clock};
 use crate::error::{Error, Result};
 use crate::filecache::{self, FileCache};
-use crate::id::{ChunkId, SetId};
+use crate::id::SetId;
 use crate::lock::{Lease, LeaseKind};
 use crate::repo::Repo;
 use crate::set::{Component, ComponentKind, Manifest};
@@ -18,7 +18,7 @@ use crate::walk::Walker;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One component to capture.
@@ -129,12 +129,10 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     let stamp = |t: time::OffsetDateTime| clock::format(t + shift);
     let parent = repo.list_sets()?.into_iter().rev().find(|(_, m)| m.name == opts.name).map(|(id, _)| id);
 
-    let (filter, cache_key) = {
-        let idx = repo.index()?;
-        let key = filecache::Key { repository_id: repo.config.repository_id.clone(), generation: idx.generation()? };
-        (sink::LazyFilter::new(idx.chunk_estimate()?), key)
+    let cache_key = filecache::Key {
+        repository_id: repo.config.repository_id.clone(),
+        generation: repo.index()?.generation()?,
     };
-    let pending: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
     let counters = &*opts.counters;
     let threads =
         opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
@@ -144,95 +142,21 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         .thread_name(|i| format!("coffer-{i}"))
         .build()
         .map_err(|e| Error::Failed(format!("thread pool: {e}")))?;
-    let (tx, rx) = crossbeam_channel::bounded(sink::CHANNEL_BLOBS);
-    let writer_index = crate::index::Index::open(&repo.index_path(), &repo.config.repository_id)?;
     let now_secs = started.unix_timestamp();
 
     let mut caches: Vec<FileCache> = Vec::new();
-    let outcome: Result<(Vec<Component>, Vec<String>)> = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| {
-            sink::write_packs(
-                &*repo.storage,
-                &repo.cipher,
-                writer_index,
-                rx,
-                repo.config.pack_target_size,
-                &filter,
-                &pending,
-                counters,
-                now_secs,
-            )
-        });
-        let sink = Sink::new(repo.hasher.clone(), repo.config.compression.level, repo, &filter, &pending, tx, counters);
-        let captured = pool.install(|| -> Result<(Vec<Component>, Vec<String>)> {
+    let outcome = sink::pack_into(repo, counters, now_secs, |sink| {
+        pool.install(|| -> Result<(Vec<Component>, Vec<String>)> {
             let mut comps = Vec::new();
             let mut problems = Vec::new();
             for s in sources {
                 let cstart = opts.clock.now();
                 let mut comp = match s {
                     Source::Path { name, path } => {
-                        let canon = crate::walk::canonical_source(path)?;
-                        let cache = if opts.use_cache {
-                            match FileCache::open(&opts.cache_root, &cache_key, &canon, threads, opts.notify.clone()) {
-                                Ok(c) => Some(c),
-                                Err(e) => {
-                                    (opts.notify)(format!("files cache unusable ({e}); every file is read"));
-                                    None
-                                }
-                            }
-                        } else {
-                            None
-                        };
-                        let mut w = Walker::new(&sink, repo.chunker, cache.as_ref(), scan_start_ns);
-                        w.repo = Some(repo);
-                        w.one_file_system = opts.one_file_system;
-                        let root = w.save_root(&canon);
-                        if root.is_err() {
-                            if let Some(c) = &cache {
-                                c.abandon();
-                            }
-                        }
-                        let root = root?;
-                        for n in std::mem::take(&mut *w.notes.lock().unwrap_or_else(|p| p.into_inner())) {
-                            (opts.notify)(format!("component {name:?}: {n}"));
-                        }
-                        if let Some(c) = &cache {
-                            let (rejected, bad) = (w.cache_rejected.load(Relaxed), c.bad_rows());
-                            if rejected + bad > 0 {
-                                (opts.notify)(format!(
-                                    "component {name:?}: {} files cache entr{} did not check out (damaged, or naming chunks the repository lacks); those files were read again",
-                                    rejected + bad,
-                                    if rejected + bad == 1 { "y" } else { "ies" }
-                                ));
-                            }
-                        }
-                        let unreadable = std::mem::take(&mut *w.problems.lock().unwrap_or_else(|p| p.into_inner()));
-                        let skipped = std::mem::take(&mut *w.skipped.lock().unwrap_or_else(|p| p.into_inner()));
-                        for s in &skipped {
-                            (opts.notify)(format!("warning: {name}: {s}"));
-                        }
-                        let c = Component {
-                            name: name.clone(),
-                            kind: ComponentKind::Directory,
-                            source: canon.display().to_string(),
-                            started: String::new(),
-                            finished: String::new(),
-                            root,
-                            files: w.files.load(Relaxed),
-                            dirs: w.dirs.load(Relaxed),
-                            bytes: w.bytes.load(Relaxed),
-                            stored_bytes: w.stored.load(Relaxed),
-                            command: None,
-                            solr: None,
-                            unreadable,
-                            skipped,
-                        };
-                        drop(w);
-                        caches.extend(cache);
-                        c
+                        capture_directory(repo, sink, opts, name, path, &cache_key, threads, scan_start_ns, &mut caches)?
                     }
                     Source::Custom(c) => c.capture(&crate::capture::Context {
-                        sink: &sink,
+                        sink,
                         params: repo.chunker,
                         scan_start_ns,
                         notify: &*opts.notify,
@@ -244,21 +168,10 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
                 comps.push(comp);
             }
             Ok((comps, problems))
-        });
-        // Closing the channel lets the writer seal its last pack and finish.
-        drop(sink);
-        let written = writer.join().map_err(|_| Error::Failed("the pack writer panicked".into()))?;
-        // A writer error (disk full …) is the root cause of any "writer stopped" error.
-        written?;
-        captured
+        })
     });
-    // Write order: packs (durable), then the index objects naming them, then the manifest.
-    let outcome = outcome.and_then(|v| {
-        crate::catalog::write_uncovered(&mut *repo.index()?, &*repo.storage, &repo.cipher, now_secs)?;
-        Ok(v)
-    });
-    let (components, problems) = match outcome {
-        Ok(v) => v,
+    let (components, problems, filter_built) = match outcome {
+        Ok(p) => (p.value.0, p.value.1, p.filter_built),
         Err(e) => {
             for c in &caches {
                 c.abandon();
@@ -298,11 +211,86 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
         bytes_stored: counters.pack_bytes.load(Relaxed),
         chunks_new: counters.chunks_new.load(Relaxed),
         packs: counters.packs.load(Relaxed),
-        filter_built: filter.is_built(),
+        filter_built,
         duration_s: t0.elapsed().as_secs_f64(),
         problems,
         manifest,
     })
+}
+
+/// Captures the directory tree (or single file) `path` as the component `name`, with its files
+/// cache (pushed onto `caches`, to be committed or abandoned with the set).
+#[allow(clippy::too_many_arguments)]
+fn capture_directory(
+    repo: &Repo,
+    sink: &Sink,
+    opts: &Options,
+    name: &str,
+    path: &std::path::Path,
+    cache_key: &filecache::Key,
+    threads: usize,
+    scan_start_ns: i64,
+    caches: &mut Vec<FileCache>,
+) -> Result<Component> {
+    let canon = crate::walk::canonical_source(path)?;
+    let cache = if opts.use_cache {
+        match FileCache::open(&opts.cache_root, cache_key, &canon, threads, opts.notify.clone()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                (opts.notify)(format!("files cache unusable ({e}); every file is read"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut w = Walker::new(sink, repo.chunker, cache.as_ref(), scan_start_ns);
+    w.repo = Some(repo);
+    w.one_file_system = opts.one_file_system;
+    let root = w.save_root(&canon);
+    if root.is_err() {
+        if let Some(c) = &cache {
+            c.abandon();
+        }
+    }
+    let root = root?;
+    for n in std::mem::take(&mut *w.notes.lock().unwrap_or_else(|p| p.into_inner())) {
+        (opts.notify)(format!("component {name:?}: {n}"));
+    }
+    if let Some(c) = &cache {
+        let (rejected, bad) = (w.cache_rejected.load(Relaxed), c.bad_rows());
+        if rejected + bad > 0 {
+            (opts.notify)(format!(
+                "component {name:?}: {} files cache entr{} did not check out (damaged, or naming chunks the repository lacks); those files were read again",
+                rejected + bad,
+                if rejected + bad == 1 { "y" } else { "ies" }
+            ));
+        }
+    }
+    let unreadable = std::mem::take(&mut *w.problems.lock().unwrap_or_else(|p| p.into_inner()));
+    let skipped = std::mem::take(&mut *w.skipped.lock().unwrap_or_else(|p| p.into_inner()));
+    for s in &skipped {
+        (opts.notify)(format!("warning: {name}: {s}"));
+    }
+    let c = Component {
+        name: name.to_string(),
+        kind: ComponentKind::Directory,
+        source: canon.display().to_string(),
+        started: String::new(),
+        finished: String::new(),
+        root,
+        files: w.files.load(Relaxed),
+        dirs: w.dirs.load(Relaxed),
+        bytes: w.bytes.load(Relaxed),
+        stored_bytes: w.stored.load(Relaxed),
+        command: None,
+        solr: None,
+        unreadable,
+        skipped,
+    };
+    drop(w);
+    caches.extend(cache);
+    Ok(c)
 }
 
 /// Sources that live on the same filesystem as the repository: a backup on the database's

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod consistency;
 pub mod content;
+pub mod copy;
 pub mod crypto;
 pub mod dump;
 pub mod envelope;

@@ -143,9 +143,17 @@ impl Repo {
         }
         opts.check()?;
         let mut master = MasterKey::random();
+        if let Some(from) = &opts.from {
+            master.chunk_key = from.chunk_key;
+            master.gear_seed = from.gear_seed;
+        }
         let repository_id: [u8; 8] = crate::crypto::random_array();
         let secrets = (&master.chunk_key, master.gear_seed);
-        let config = Config::new(repository_id, secrets, opts.encrypted, opts.compression_level, now.clone());
+        let mut config = Config::new(repository_id, secrets, opts.encrypted, opts.compression_level, now.clone());
+        if let Some(from) = &opts.from {
+            let seed = config.chunker.seed;
+            config.chunker = crate::config::ChunkerConfig { seed, ..from.chunker.clone() };
+        }
         let config_bytes = config.encode();
         if opts.encrypted {
             master.config_hash = *blake3::hash(&config_bytes).as_bytes();
@@ -299,15 +307,7 @@ impl Repo {
     }
 
     pub fn read_tree(&self, id: &TreeId) -> Result<Tree> {
-        let loc = self
-            .index()?
-            .lookup(&id.as_chunk())?
-            .ok_or_else(|| Error::NotFound(format!("tree {} is not in the index (repository damaged?)", id.short())))?;
-        if loc.entry.kind != BlobKind::Tree {
-            return Err(Error::corrupt(self.pack_object(&loc.pack), loc.entry.offset, "expected a tree blob"));
-        }
-        let bytes = self.read_entry(&loc.pack, &loc.entry)?;
-        Tree::decode(&self.pack_object(&loc.pack), loc.entry.offset, &bytes)
+        self.read_tree_bytes(id).map(|(_, t)| t)
     }
 
     /// Every committed set whose manifest reads, oldest first (by start time, then id). A
@@ -407,6 +407,48 @@ impl Repo {
         Ok(id)
     }
 
+    /// Commits a manifest made elsewhere (a copy) from its exact bytes, which must hash to
+    /// `id`: the set keeps its id in every repository that holds it.
+    pub fn commit_manifest_bytes(&self, id: &SetId, bytes: &[u8]) -> Result<()> {
+        if Manifest::id_of(bytes) != *id {
+            return Err(Error::corrupt(
+                object_path(&*self.storage, Kind::Sets, &id.to_hex()),
+                0,
+                "set manifest does not match its name",
+            ));
+        }
+        self.storage.put(Kind::Sets, &id.to_hex(), bytes)
+    }
+
+    /// The ids of the sets whose manifests are in the repository (read or not).
+    pub fn set_ids(&self) -> Result<std::collections::HashSet<SetId>> {
+        Ok(self.storage.list(Kind::Sets)?.iter().filter_map(|o| SetId::from_name(&o.name)).collect())
+    }
+
+    /// The chunk-id key and gear seed (from the master key, or from an unencrypted config):
+    /// what `init --from-repo` gives a new repository so the same bytes get the same ids.
+    pub fn chunk_secrets(&self) -> ([u8; 32], u64) {
+        match (&self.unlocked, self.config.clear_secrets()) {
+            (Some(u), _) => (u.master.chunk_key, u.master.gear_seed),
+            (None, Some(s)) => s,
+            (None, None) => unreachable!("an unencrypted config's secrets are checked when it is read"),
+        }
+    }
+
+    /// A tree blob's bytes as stored (checked against its id) and the tree they decode to.
+    pub fn read_tree_bytes(&self, id: &TreeId) -> Result<(Vec<u8>, Tree)> {
+        let loc = self
+            .index()?
+            .lookup(&id.as_chunk())?
+            .ok_or_else(|| Error::NotFound(format!("tree {} is not in the index (repository damaged?)", id.short())))?;
+        if loc.entry.kind != BlobKind::Tree {
+            return Err(Error::corrupt(self.pack_object(&loc.pack), loc.entry.offset, "expected a tree blob"));
+        }
+        let bytes = self.read_entry(&loc.pack, &loc.entry)?;
+        let tree = Tree::decode(&self.pack_object(&loc.pack), loc.entry.offset, &bytes)?;
+        Ok((bytes, tree))
+    }
+
     /// Removes a set's manifest (forget). Its data stays until prune.
     pub fn remove_manifest(&self, id: &SetId) -> Result<()> {
         self.storage.remove(Kind::Sets, &id.to_hex())
@@ -485,12 +527,43 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     /// The first key's password (asked twice on a terminal).
     pub password: Source,
+    /// Take the chunker and chunk ids of another repository (`init --from-repo`), so sets
+    /// copied between the two deduplicate against each other.
+    pub from: Option<ChunkingOf>,
+}
+
+/// The chunking another repository uses: its chunk-id key, gear seed and chunk sizes.
+#[derive(Clone)]
+pub struct ChunkingOf {
+    pub chunk_key: [u8; 32],
+    pub gear_seed: u64,
+    pub chunker: crate::config::ChunkerConfig,
+}
+
+impl std::fmt::Debug for ChunkingOf {
+    // The key and seed are secret: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkingOf {{ chunker: {:?} }}", self.chunker)
+    }
+}
+
+impl ChunkingOf {
+    pub fn of(repo: &Repo) -> ChunkingOf {
+        let (chunk_key, gear_seed) = repo.chunk_secrets();
+        ChunkingOf { chunk_key, gear_seed, chunker: repo.config.chunker.clone() }
+    }
 }
 
 impl InitOptions {
     /// Encrypted, zstd level 3, default key derivation, the password from the environment.
     pub fn new() -> InitOptions {
-        InitOptions { compression_level: 3, encrypted: true, kdf: KdfParams::DEFAULT, password: Source::from_env() }
+        InitOptions {
+            compression_level: 3,
+            encrypted: true,
+            kdf: KdfParams::DEFAULT,
+            password: Source::from_env(),
+            from: None,
+        }
     }
 
     fn check(&self) -> Result<()> {

@@ -184,6 +184,23 @@ impl<'a> Sink<'a> {
             self.counters.chunks_known.fetch_add(1, Relaxed);
             return Ok((id, 0));
         }
+        Ok((id, self.store_claimed(kind, id, raw)?))
+    }
+
+    /// Claims `id` for this run when the repository lacks it (and no worker of this run is
+    /// storing it): `true` means the caller must now store it with [`Sink::store_claimed`].
+    /// Copy asks first, so it reads from the source only the blobs the destination lacks.
+    pub fn claim_missing(&self, id: &ChunkId) -> Result<bool> {
+        let claimed = self.claim(id)?;
+        if !claimed {
+            self.counters.chunks_known.fetch_add(1, Relaxed);
+        }
+        Ok(claimed)
+    }
+
+    /// Stores a claimed blob whose `raw` bytes the caller has checked against `id`. Returns
+    /// the stored bytes it added.
+    pub fn store_claimed(&self, kind: BlobKind, id: ChunkId, raw: &[u8]) -> Result<u64> {
         let (compression, stored) = pack::compress(raw, self.level);
         // Sealed here, on the worker threads, not by the single pack writer.
         let stored = pack::seal_blob(&self.repo.cipher, &id, kind, stored);
@@ -193,7 +210,7 @@ impl<'a> Sink<'a> {
         self.counters.stored_new.fetch_add(n, Relaxed);
         let blob = Blob { id, kind, compression, stored, raw_len: raw.len() as u32 };
         self.tx.send(blob).map_err(|_| Error::Failed("the pack writer stopped".into()))?;
-        Ok((id, n))
+        Ok(n)
     }
 }
 
@@ -202,6 +219,58 @@ pub fn build_filter(index: &Index) -> Result<Filter> {
     let mut f = Filter::with_capacity(index.chunk_count()? + 1_000_000);
     index.for_each_chunk_id(|id| f.insert(&id))?;
     Ok(f)
+}
+
+/// What [`pack_into`] hands back: the closure's value and whether the filter was built.
+pub struct Packed<T> {
+    pub value: T,
+    pub filter_built: bool,
+}
+
+/// Runs `fill` with a [`Sink`] into `repo`, whose blobs a pack-writer thread (and its
+/// sealers, see [`write_packs`]) packs meanwhile. When `fill` returns, the last pack is
+/// sealed; on success every pack is durable and indexed, and the index objects naming them
+/// are written, before this returns: what the caller commits next (a manifest) may name any
+/// blob it stored. On failure what was packed stays indexed locally and is reused next run.
+///
+/// The one owner of the writer thread for every command that stores blobs (backup, copy).
+pub fn pack_into<T>(
+    repo: &Repo,
+    counters: &Counters,
+    now: i64,
+    fill: impl FnOnce(&Sink) -> Result<T>,
+) -> Result<Packed<T>> {
+    let filter = LazyFilter::new(repo.index()?.chunk_estimate()?);
+    let pending: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
+    let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BLOBS);
+    let writer_index = Index::open(&repo.index_path(), &repo.config.repository_id)?;
+    let value = std::thread::scope(|scope| {
+        let (filter, pending) = (&filter, &pending);
+        let writer = scope.spawn(move || {
+            write_packs(
+                &*repo.storage,
+                &repo.cipher,
+                writer_index,
+                rx,
+                repo.config.pack_target_size,
+                filter,
+                pending,
+                counters,
+                now,
+            )
+        });
+        let sink = Sink::new(repo.hasher.clone(), repo.config.compression.level, repo, filter, pending, tx, counters);
+        let value = fill(&sink);
+        // Closing the channel lets the writer seal its last pack and finish.
+        drop(sink);
+        let written = writer.join().map_err(|_| Error::Failed("the pack writer panicked".into()))?;
+        // A writer error (disk full …) is the root cause of any "writer stopped" error.
+        written?;
+        value
+    })?;
+    // Write order: packs (durable), then the index objects naming them, then the caller's commit.
+    crate::catalog::write_uncovered(&mut *repo.index()?, &*repo.storage, &repo.cipher, now)?;
+    Ok(Packed { value, filter_built: filter.is_built() })
 }
 
 /// The single pack writer: appends blobs to the current pack and closes packs at the target

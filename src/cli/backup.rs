@@ -20,20 +20,38 @@ pub struct InitArgs {
     /// about 0.5 s). Lower it only for tests or slow machines.
     #[arg(long, env = "COFFER_KDF_PARAMS", value_name = "PARAMS")]
     kdf_params: Option<String>,
+    /// Take the chunk-id key, gear seed and chunk sizes of this repository, so sets copied
+    /// between the two (`coffer copy`) keep their ids and deduplicate.
+    #[arg(long, value_name = "REPO")]
+    from_repo: Option<coffer::storage::Location>,
+    #[command(flatten)]
+    from_password: super::copy::FromPassword,
 }
 
 impl InitArgs {
     pub fn run(self) -> Result<i32> {
-        let InitArgs { repo, compression_level, encryption, kdf_params } = self;
+        let InitArgs { repo, compression_level, encryption, kdf_params, from_repo, from_password } = self;
+        let from = match &from_repo {
+            Some(f) => {
+                let src = Repo::open_at(f, &coffer::filecache::cache_root(), &from_password.source())
+                    .with_context(|| format!("--from-repo {f}"))?;
+                Some(coffer::repo::ChunkingOf::of(&src))
+            }
+            None => None,
+        };
         let opts = coffer::repo::InitOptions {
             compression_level,
             encrypted: encryption != "none",
             kdf: super::key::kdf(kdf_params.as_deref())?,
             password: repo.password(),
+            from,
         };
         let r = Repo::init_at(&repo.repo, &opts, now())?;
         let how = if opts.encrypted { "encrypted" } else { "UNENCRYPTED" };
         line(&format!("created {how} coffer repository {} at {}", r.config.repository_id, repo.repo));
+        if let Some(f) = &from_repo {
+            line(&format!("its chunk ids and chunker are those of {f}: `coffer copy --from {f} --to {}` sends only what it lacks", repo.repo));
+        }
         Ok(0)
     }
 }

@@ -8,11 +8,12 @@
 //!
 //! One file per command group: backup.rs (init, backup, init-set), browse.rs (sets, ls, stats),
 //! restore.rs (restore, mount, dump), check.rs (verify, repair, unlock), prune.rs (forget, prune),
-//! key.rs (key list, add, remove, passwd).
+//! key.rs (key list, add, remove, passwd), copy.rs (copy).
 
 mod backup;
 mod browse;
 mod check;
+mod copy;
 mod key;
 mod output;
 mod prune;
@@ -56,6 +57,30 @@ struct RepoArg {
     password_command: Option<String>,
 }
 
+/// The destination of a copy: `--to` (or COFFER_REPO) with the usual password options.
+#[derive(clap::Args)]
+struct ToArg {
+    /// The repository to copy into (or set COFFER_REPO).
+    #[arg(long, env = "COFFER_REPO", value_name = "REPO")]
+    to: coffer::storage::Location,
+    /// Read the destination's password from the first line of FILE (else COFFER_PASSWORD).
+    #[arg(long, env = "COFFER_PASSWORD_FILE", value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Run CMD (with sh -c) and use the first line it prints as the destination's password.
+    #[arg(long, env = "COFFER_PASSWORD_COMMAND", value_name = "CMD", conflicts_with = "password_file")]
+    password_command: Option<String>,
+}
+
+impl ToArg {
+    fn repo_arg(&self) -> RepoArg {
+        RepoArg {
+            repo: self.to.clone(),
+            password_file: self.password_file.clone(),
+            password_command: self.password_command.clone(),
+        }
+    }
+}
+
 impl RepoArg {
     /// Where the password comes from: the file or the command (flags or their variables),
     /// else COFFER_PASSWORD, else a prompt on a terminal.
@@ -94,6 +119,9 @@ enum Cmd {
     Prune(prune::PruneArgs),
     /// Remove stale leases left in locks/ by processes that died.
     Unlock(check::UnlockArgs),
+    /// Copy sets into another repository (made with `init --from-repo`), sending only the
+    /// chunks it lacks.
+    Copy(copy::CopyArgs),
     /// List, add, remove or change the passwords (key objects) that open the repository.
     #[command(subcommand)]
     Key(key::KeyCmd),
@@ -151,6 +179,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Forget(a) => a.run(),
         Cmd::Prune(a) => a.run(),
         Cmd::Unlock(a) => a.run(),
+        Cmd::Copy(a) => a.run(),
         Cmd::Key(k) => k.run(),
     }
 }

@@ -340,7 +340,7 @@ fn verify_walks_a_tree_200000_levels_deep_without_recursion() {
         };
         let bytes = Tree { nodes: vec![node] }.encode();
         let id = repo.hasher.id(&bytes);
-        let stored = coffer::pack::seal_blob(&repo.cipher, &id, BlobKind::Tree, bytes.clone());
+        let stored = coffer::pack::seal_blob(&repo.cipher, &id, BlobKind::Tree, std::borrow::Cow::Borrowed(&bytes[..]));
         w.add(id, BlobKind::Tree, Compression::None, &stored, bytes.len() as u32).unwrap();
         below = coffer::id::TreeId(id.0);
     }

@@ -2,6 +2,7 @@
 //! real directories, a real PostgreSQL server and real tools.
 mod cache_trust;
 mod catalog_cache;
+mod copy;
 mod damage;
 mod encryption;
 mod engine;

@@ -192,7 +192,8 @@ fn bench_decompression(c: &mut Criterion) {
     });
     // The same raw blob sealed: what encryption adds to every read.
     let sealed_cipher = Cipher::new(&[4u8; 32]);
-    let sealed = pack::seal_blob(&sealed_cipher, &raw_entry.id, BlobKind::Data, std::borrow::Cow::Borrowed(&random[..]));
+    let sealed =
+        pack::seal_blob(&sealed_cipher, &raw_entry.id, BlobKind::Data, std::borrow::Cow::Borrowed(&random[..]));
     let sealed_entry = Entry { stored_len: sealed.len() as u32, ..raw_entry };
     g.bench_function("decode_blob_raw_512KiB_sealed_verified", |b| {
         b.iter(|| pack::decode_blob(p, &sealed_entry, black_box(&sealed), &h, &sealed_cipher).expect("decodes"))

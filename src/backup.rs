@@ -129,10 +129,8 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
     let stamp = |t: time::OffsetDateTime| clock::format(t + shift);
     let parent = repo.list_sets()?.into_iter().rev().find(|(_, m)| m.name == opts.name).map(|(id, _)| id);
 
-    let cache_key = filecache::Key {
-        repository_id: repo.config.repository_id.clone(),
-        generation: repo.index()?.generation()?,
-    };
+    let cache_key =
+        filecache::Key { repository_id: repo.config.repository_id.clone(), generation: repo.index()?.generation()? };
     let counters = &*opts.counters;
     let threads =
         opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
@@ -152,9 +150,17 @@ pub fn run(repo: &Repo, sources: &[Source], opts: &Options) -> Result<Report> {
             for s in sources {
                 let cstart = opts.clock.now();
                 let mut comp = match s {
-                    Source::Path { name, path } => {
-                        capture_directory(repo, sink, opts, name, path, &cache_key, threads, scan_start_ns, &mut caches)?
-                    }
+                    Source::Path { name, path } => capture_directory(
+                        repo,
+                        sink,
+                        opts,
+                        name,
+                        path,
+                        &cache_key,
+                        threads,
+                        scan_start_ns,
+                        &mut caches,
+                    )?,
                     Source::Custom(c) => c.capture(&crate::capture::Context {
                         sink,
                         params: repo.chunker,

@@ -41,6 +41,9 @@ pub struct Selection {
     pub name: Option<String>,
     /// Only the newest set of each name.
     pub latest: bool,
+    /// Only sets newer than the destination's newest set of their name: what a nightly job
+    /// catches a destination up with, never an older set its retention already forgot.
+    pub catch_up: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -76,10 +79,24 @@ pub fn copy(from: &Repo, to: &Repo, select: &Selection, notify: &mut dyn FnMut(S
     }
     let wanted = select_sets(from, select)?;
     let mut present = to.set_ids()?;
-    let todo: Vec<(SetId, Manifest)> = wanted.iter().filter(|(id, _)| !present.contains(id)).cloned().collect();
-    let sets_present = (wanted.len() - todo.len()) as u64;
-    // Committed destination sets by name, to skip the subtrees they share with a new set.
+    // Committed destination sets, to skip the subtrees a new set shares with them.
     let mut committed: Vec<(SetId, Manifest)> = to.list_sets()?;
+    let newest_there = |name: &str| {
+        committed.iter().filter(|(_, m)| m.name == name).filter_map(|(_, m)| crate::clock::parse(&m.started).ok()).max()
+    };
+    let todo: Vec<(SetId, Manifest)> = wanted
+        .iter()
+        .filter(|(id, _)| !present.contains(id))
+        .filter(|(_, m)| {
+            !select.catch_up
+                || match (newest_there(&m.name), crate::clock::parse(&m.started).ok()) {
+                    (Some(there), Some(started)) => started > there,
+                    _ => true,
+                }
+        })
+        .cloned()
+        .collect();
+    let sets_present = (wanted.len() - todo.len()) as u64;
     let counters = Counters::default();
     let mut manifest_bytes = 0;
     let mut copied = Vec::new();
@@ -111,6 +128,30 @@ pub fn copy(from: &Repo, to: &Repo, select: &Selection, notify: &mut dyn FnMut(S
         bytes_sent: counters.pack_bytes.load(Relaxed) + manifest_bytes,
         duration_s: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Copies the sets named `name` that the destination `dest` of a set definition lacks,
+/// newer than its newest one (see [`Selection::catch_up`]), from `from`. The destination's
+/// password comes from its definition, else from `primary_password`.
+pub fn to_destination(
+    from: &Repo,
+    dest: &crate::setdef::DestinationDef,
+    name: &str,
+    primary_password: &crate::crypto::password::Source,
+    notify: &mut dyn FnMut(String),
+) -> Result<Report> {
+    let to = open_destination(dest, primary_password)?;
+    let select = Selection { name: Some(name.to_string()), catch_up: true, ..Selection::default() };
+    copy(from, &to, &select, notify)
+}
+
+/// Opens a set definition's destination repository.
+pub fn open_destination(
+    dest: &crate::setdef::DestinationDef,
+    primary_password: &crate::crypto::password::Source,
+) -> Result<Repo> {
+    let creds = crate::storage::S3Credentials::from_env().or_profile(dest.s3_profile.clone());
+    Repo::open_at_with(&dest.location()?, &crate::filecache::cache_root(), &dest.password(primary_password), &creds)
 }
 
 /// Fails unless the same bytes get the same chunk id in both repositories.

@@ -32,6 +32,55 @@ pub struct SetDefinition {
     pub s3_profile: Option<String>,
     #[serde(rename = "component")]
     pub components: Vec<ComponentDef>,
+    /// Repositories each committed set is copied to (`coffer copy`), after the primary.
+    #[serde(default, rename = "destination")]
+    pub destinations: Vec<DestinationDef>,
+}
+
+/// A `[[destination]]`: a second repository (made with `init --from-repo PRIMARY`) that
+/// `backup --set` copies each new set to and `forget --set` applies `[retention]` to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationDef {
+    /// A directory or `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`.
+    pub repo: String,
+    /// Its password's file (first line); else `password_command`; else the primary's password.
+    pub password_file: Option<PathBuf>,
+    pub password_command: Option<String>,
+    /// The AWS profile for an `s3:` destination, when `AWS_ACCESS_KEY_ID` is not set.
+    pub s3_profile: Option<String>,
+}
+
+impl DestinationDef {
+    pub fn location(&self) -> Result<crate::storage::Location> {
+        crate::storage::Location::parse(&self.repo)
+    }
+
+    /// Where its password comes from (`primary`: the primary repository's own source).
+    pub fn password(&self, primary: &crate::crypto::password::Source) -> crate::crypto::password::Source {
+        use crate::crypto::password::Source;
+        match (&self.password_file, &self.password_command) {
+            (Some(f), _) => Source::File(f.clone()),
+            (None, Some(c)) => Source::Command(c.clone()),
+            (None, None) => primary.clone(),
+        }
+    }
+
+    /// Not on the filesystem of any of `sources`: an object store, or a directory on another
+    /// device (a missing directory counts as elsewhere only once it exists).
+    pub fn is_elsewhere(&self, sources: &[(String, PathBuf)]) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match self.location() {
+            Ok(crate::storage::Location::S3(_)) => true,
+            Ok(crate::storage::Location::Local(p)) => match std::fs::metadata(&p) {
+                Ok(m) => {
+                    sources.iter().all(|(_, s)| std::fs::metadata(s).map(|sm| sm.dev() != m.dev()).unwrap_or(true))
+                }
+                Err(_) => false,
+            },
+            Err(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +225,12 @@ impl SetDefinition {
         }
         if let Some(r) = &self.retention {
             r.policy()?;
+        }
+        for d in &self.destinations {
+            d.location().map_err(|e| format!("[[destination]] repo {:?}: {e}", d.repo))?;
+            if d.password_file.is_some() && d.password_command.is_some() {
+                return Err(format!("[[destination]] {:?}: give password_file or password_command, not both", d.repo));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for c in &self.components {

@@ -1,7 +1,7 @@
 //! `init`, `backup` and `init-set`: create a repository, add a set, write a set definition.
 
 use super::output::{self, bytes, line};
-use super::{json_line, notify, now, RepoArg, EXIT_DAMAGE, EXIT_PARTIAL};
+use super::{json_line, notify, now, RepoArg, EXIT_DAMAGE, EXIT_DESTINATION, EXIT_PARTIAL};
 use anyhow::{bail, Context, Result};
 use coffer::repo::Repo;
 use std::path::PathBuf;
@@ -50,7 +50,10 @@ impl InitArgs {
         let how = if opts.encrypted { "encrypted" } else { "UNENCRYPTED" };
         line(&format!("created {how} coffer repository {} at {}", r.config.repository_id, repo.repo));
         if let Some(f) = &from_repo {
-            line(&format!("its chunk ids and chunker are those of {f}: `coffer copy --from {f} --to {}` sends only what it lacks", repo.repo));
+            line(&format!(
+                "its chunk ids and chunker are those of {f}: `coffer copy --from {f} --to {}` sends only what it lacks",
+                repo.repo
+            ));
         }
         Ok(0)
     }
@@ -122,8 +125,12 @@ impl BackupArgs {
             }
         };
         let strict = strict || def.as_ref().is_some_and(|d| d.strict);
-        // An object store is never the sources' disk.
-        let same = repo.repo.local().map(|r| coffer::backup::same_filesystem(r, &checked_paths)).unwrap_or_default();
+        // An object store is never the sources' disk; nor is a set with a copy elsewhere at risk.
+        let offsite = def.as_ref().is_some_and(|d| d.destinations.iter().any(|x| x.is_elsewhere(&checked_paths)));
+        let same = match repo.repo.local() {
+            Some(r) if !offsite => coffer::backup::same_filesystem(r, &checked_paths),
+            _ => Vec::new(),
+        };
         for w in &same {
             eprintln!("coffer: {}: {w}", if strict { "error" } else { "warning" });
         }
@@ -152,10 +159,15 @@ impl BackupArgs {
                 consistency = Some(coffer::verify::set_consistency(&r, m, &d.consistency.target()));
             }
         }
-        print_backup(&report, json, consistency.as_ref());
+        let failed = match &def {
+            Some(d) => copy_to_destinations(&r, d, &repo.password(), json),
+            None => Vec::new(),
+        };
+        print_backup(&report, json, consistency.as_ref(), &failed);
         let code = match &consistency {
             Some(Ok(c)) if !c.is_ok() => EXIT_DAMAGE,
             Some(Err(_)) => EXIT_DAMAGE,
+            _ if !failed.is_empty() => EXIT_DESTINATION,
             _ if !report.problems.is_empty() => EXIT_PARTIAL,
             _ => 0,
         };
@@ -196,10 +208,40 @@ impl InitSetArgs {
     }
 }
 
+/// Copies the new set (and any the destination missed since it was last reached) to each
+/// of the definition's destinations. The primary set stays committed whatever happens here;
+/// returns the destinations that failed, each with its error (already reported on stderr).
+pub fn copy_to_destinations(
+    primary: &Repo,
+    def: &coffer::setdef::SetDefinition,
+    password: &coffer::crypto::password::Source,
+    json: bool,
+) -> Vec<(String, String)> {
+    let mut failed = Vec::new();
+    for d in &def.destinations {
+        let notify = notify();
+        match coffer::copy::to_destination(primary, d, &def.name, password, &mut |m| notify(m)) {
+            Ok(rep) if !json => eprintln!(
+                "coffer: destination {}: {} set(s) copied, {} sent",
+                d.repo,
+                rep.sets_copied.len(),
+                bytes(rep.bytes_sent)
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("coffer: error: destination {}: {e} (the set is committed in the primary repository; the next run catches this destination up)", d.repo);
+                failed.push((d.repo.clone(), e.to_string()));
+            }
+        }
+    }
+    failed
+}
+
 fn print_backup(
     r: &coffer::backup::Report,
     json: bool,
     consistency: Option<&coffer::Result<coffer::consistency::ConsistencyReport>>,
+    failed_destinations: &[(String, String)],
 ) {
     if let Some(c) = consistency {
         match c {
@@ -222,6 +264,7 @@ fn print_backup(
             "packs": r.packs,
             "duration_s": r.duration_s,
             "problems": r.problems,
+            "destinations_failed": failed_destinations.iter().map(|(repo, error)| serde_json::json!({"repo": repo, "error": error})).collect::<Vec<_>>(),
             "consistency": consistency.map(|c| match c {
                 Ok(c) => serde_json::json!({"ok": c.is_ok(), "report": c}),
                 Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),

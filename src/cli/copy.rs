@@ -58,7 +58,7 @@ impl CopyArgs {
         let src = coffer::repo::Repo::open_at(&from, &coffer::filecache::cache_root(), &from_password.source())?;
         let dst = open(&to.repo_arg())?;
         let notify = notify();
-        let select = coffer::copy::Selection { sets, name, latest };
+        let select = coffer::copy::Selection { sets, name, latest, catch_up: false };
         let r = coffer::copy::copy(&src, &dst, &select, &mut |m| notify(m))?;
         if json {
             json_line(&serde_json::json!({

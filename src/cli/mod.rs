@@ -4,7 +4,8 @@
 //! nodes when not root, refused extended attributes), 4 verification found damage or
 //! inconsistency (or a restore met damaged or missing chunks or trees: it restored
 //! everything else and lists what it could not), 5 wrong password (no key of the repository
-//! opens with it).
+//! opens with it), 6 a set definition's destination failed (the set is committed in the
+//! primary repository; `backup --set` and `forget --set` name the destination).
 //!
 //! One file per command group: backup.rs (init, backup, init-set), browse.rs (sets, ls, stats),
 //! restore.rs (restore, mount, dump), check.rs (verify, repair, unlock), prune.rs (forget, prune),
@@ -29,6 +30,7 @@ use std::sync::Arc;
 pub const EXIT_PARTIAL: i32 = 3;
 pub const EXIT_DAMAGE: i32 = 4;
 pub const EXIT_WRONG_PASSWORD: i32 = 5;
+pub const EXIT_DESTINATION: i32 = 6;
 
 #[derive(Parser)]
 #[command(

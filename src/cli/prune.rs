@@ -83,6 +83,7 @@ impl ForgetArgs {
             keep_tags,
         };
         let mut name = name;
+        let mut def = None;
         if let Some(f) = &set_file {
             let d = coffer::setdef::SetDefinition::load(f)?;
             if policy.is_empty() {
@@ -93,47 +94,99 @@ impl ForgetArgs {
                 policy = rc.policy().map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
             }
             name = Some(d.name.clone());
+            def = Some(d);
         }
         let opts = coffer::retention::ForgetOptions { policy, name, dry_run };
-        let rep = coffer::retention::forget(&r, &opts, &mut |m| eprintln!("coffer: {m}"))?;
-        let pruned = if prune && !dry_run {
+        let prune_opts = (prune && !dry_run).then(|| {
             let mut po = coffer::prune::Options::new(time::OffsetDateTime::now_utc().unix_timestamp());
             po.max_unused = max_unused;
-            Some(coffer::prune::prune(&r, &po, &mut |m| eprintln!("coffer: {m}"))?)
-        } else {
-            None
-        };
-        if json {
-            json_line(&serde_json::json!({"forget": rep, "prune": pruned}));
-        } else {
-            if let (true, Some(n)) = (rep.groups.is_empty(), &opts.name) {
-                eprintln!("coffer: no sets named {n:?}");
-            }
-            for g in &rep.groups {
-                line(&format!("sets named {:?}:", g.name));
-                for s in &g.sets {
-                    let why: Vec<&str> = s.reasons.iter().map(|r| r.name()).collect();
-                    let what = if s.keep {
-                        format!("keep   ({})", why.join(", "))
-                    } else if dry_run {
-                        "would forget".into()
-                    } else {
-                        "forget".into()
-                    };
-                    line(&format!("  {}  {}  {}", s.id.short(), s.started, what));
+            po
+        });
+        let (rep, pruned) = forget_and_prune(&r, &opts, prune_opts.as_ref())?;
+        // The same policy on every destination of the definition: a destination that fails
+        // is named, and the others (and the primary) still get theirs.
+        let mut dests = Vec::new();
+        let mut failed = false;
+        for d in def.iter().flat_map(|d| &d.destinations) {
+            let done = coffer::copy::open_destination(d, &repo.password())
+                .and_then(|dr| forget_and_prune(&dr, &opts, prune_opts.as_ref()));
+            match done {
+                Ok(v) => dests.push((d.repo.clone(), Ok(v))),
+                Err(e) => {
+                    eprintln!("coffer: error: destination {}: {e}", d.repo);
+                    failed = true;
+                    dests.push((d.repo.clone(), Err(e.to_string())));
                 }
             }
-            eprintln!(
-                "{} set(s) kept, {} {}",
-                rep.kept,
-                rep.removed,
-                if dry_run { "would be forgotten (dry run)" } else { "forgotten" }
-            );
-            if let Some(p) = &pruned {
-                print_prune(p);
+        }
+        if json {
+            let destinations: Vec<_> = dests
+                .iter()
+                .map(|(repo, r)| match r {
+                    Ok((f, p)) => serde_json::json!({"repo": repo, "forget": f, "prune": p}),
+                    Err(e) => serde_json::json!({"repo": repo, "error": e}),
+                })
+                .collect();
+            json_line(&serde_json::json!({"forget": rep, "prune": pruned, "destinations": destinations}));
+        } else {
+            print_forget(&rep, &pruned, &opts);
+            for (repo, r) in &dests {
+                if let Ok((f, p)) = r {
+                    line(&format!("destination {repo}:"));
+                    print_forget(f, p, &opts);
+                }
             }
         }
-        Ok(0)
+        Ok(if failed { super::EXIT_DESTINATION } else { 0 })
+    }
+}
+
+type Forgotten = (coffer::retention::ForgetReport, Option<coffer::prune::Report>);
+
+fn forget_and_prune(
+    r: &coffer::repo::Repo,
+    opts: &coffer::retention::ForgetOptions,
+    prune: Option<&coffer::prune::Options>,
+) -> coffer::Result<Forgotten> {
+    let rep = coffer::retention::forget(r, opts, &mut |m| eprintln!("coffer: {m}"))?;
+    let pruned = match prune {
+        Some(po) => Some(coffer::prune::prune(r, po, &mut |m| eprintln!("coffer: {m}"))?),
+        None => None,
+    };
+    Ok((rep, pruned))
+}
+
+fn print_forget(
+    rep: &coffer::retention::ForgetReport,
+    pruned: &Option<coffer::prune::Report>,
+    opts: &coffer::retention::ForgetOptions,
+) {
+    let dry_run = opts.dry_run;
+    if let (true, Some(n)) = (rep.groups.is_empty(), &opts.name) {
+        eprintln!("coffer: no sets named {n:?}");
+    }
+    for g in &rep.groups {
+        line(&format!("sets named {:?}:", g.name));
+        for s in &g.sets {
+            let why: Vec<&str> = s.reasons.iter().map(|r| r.name()).collect();
+            let what = if s.keep {
+                format!("keep   ({})", why.join(", "))
+            } else if dry_run {
+                "would forget".into()
+            } else {
+                "forget".into()
+            };
+            line(&format!("  {}  {}  {}", s.id.short(), s.started, what));
+        }
+    }
+    eprintln!(
+        "{} set(s) kept, {} {}",
+        rep.kept,
+        rep.removed,
+        if dry_run { "would be forgotten (dry run)" } else { "forgotten" }
+    );
+    if let Some(p) = pruned {
+        print_prune(p);
     }
 }
 

@@ -17,6 +17,9 @@ pub enum Source {
     Command(String),
     /// Ask on the terminal (or fail, naming the other ways, when there is none).
     Prompt,
+    /// The same for a copy's source repository (whose other ways are `--from-password-…`
+    /// and `COFFER_FROM_PASSWORD…`).
+    PromptFrom,
 }
 
 impl Source {
@@ -35,6 +38,8 @@ impl Source {
             Source::File(f.into())
         } else if let Some(c) = var("PASSWORD_COMMAND") {
             Source::Command(c)
+        } else if prefix == "COFFER_FROM" {
+            Source::PromptFrom
         } else {
             Source::Prompt
         }
@@ -61,7 +66,8 @@ impl Source {
                 non_empty(first_line(&text), &format!("password file {}", path.display()))
             }
             Source::Command(cmd) => run_command(cmd),
-            Source::Prompt => prompt(repo, confirm),
+            Source::Prompt => prompt(repo, confirm, ("COFFER", "--")),
+            Source::PromptFrom => prompt(repo, confirm, ("COFFER_FROM", "--from-")),
         }
     }
 }
@@ -98,12 +104,14 @@ fn run_command(cmd: &str) -> Result<Password> {
     non_empty(first_line(&text), &what)
 }
 
-fn prompt(repo: &str, confirm: bool) -> Result<Password> {
+/// `names`: the variables' prefix and the flags' prefix to name when there is no terminal.
+fn prompt(repo: &str, confirm: bool, names: (&str, &str)) -> Result<Password> {
     use std::io::IsTerminal;
+    let (var, flag) = names;
     if !std::io::stdin().is_terminal() {
         return Err(Error::InvalidInput(format!(
-            "{repo}: a password is needed and there is no terminal to ask on: set COFFER_PASSWORD, \
-             give --password-file FILE (COFFER_PASSWORD_FILE) or --password-command CMD (COFFER_PASSWORD_COMMAND)"
+            "{repo}: a password is needed and there is no terminal to ask on: set {var}_PASSWORD, \
+             give {flag}password-file FILE ({var}_PASSWORD_FILE) or {flag}password-command CMD ({var}_PASSWORD_COMMAND)"
         )));
     }
     let ask = |q: &str| {

@@ -150,12 +150,31 @@ fn copy_refuses_a_destination_not_made_from_the_source_and_a_wrong_source_passwo
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stderr(&o).contains("wrong password"), "{}", stderr(&o));
 
+    // No source password and no terminal: the error names the source's three ways.
+    let o = cmd(&env, &["copy", "--from", r1.to_str().unwrap(), "--to", r2.to_str().unwrap()])
+        .env_remove("COFFER_FROM_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    for way in ["COFFER_FROM_PASSWORD", "--from-password-file", "--from-password-command"] {
+        assert!(stderr(&o).contains(way), "{way}: {}", stderr(&o));
+    }
+
     // The source password from a file works as well.
     let pw = env.path("from.pw");
     write(&pw, format!("{PASSWORD}\n").as_bytes());
     let o = cmd(
         &env,
-        &["copy", "--from", r1.to_str().unwrap(), "--to", r2.to_str().unwrap(), "--from-password-file", pw.to_str().unwrap()],
+        &[
+            "copy",
+            "--from",
+            r1.to_str().unwrap(),
+            "--to",
+            r2.to_str().unwrap(),
+            "--from-password-file",
+            pw.to_str().unwrap(),
+        ],
     )
     .env_remove("COFFER_FROM_PASSWORD")
     .output()
@@ -257,5 +276,100 @@ fn a_copy_killed_after_its_first_pack_resends_nothing_that_arrived() {
     assert_eq!(rest["sets_copied"].as_array().unwrap().len(), 1, "{rest}");
     assert!(rest["bytes_sent"].as_u64().unwrap() < full["bytes_sent"].as_u64().unwrap(), "{rest} vs {full}");
     let (code, msg) = verify_dest(&env, &r2, &["--read-data"]);
+    assert_eq!(code, Some(0), "{msg}");
+}
+
+/// A set definition with a directory component and `destinations` (TOML `[[destination]]`
+/// bodies), keeping the newest `keep_last` sets.
+fn definition(env: &Env, src: &Path, destinations: &[String], keep_last: u32) -> std::path::PathBuf {
+    let mut text = format!(
+        "name = \"nightly\"\n\n[retention]\nkeep_last = {keep_last}\n\n[[component]]\nname = \"files\"\nkind = \"directory\"\npath = {:?}\n",
+        src.display().to_string()
+    );
+    for d in destinations {
+        text.push_str(&format!("\n[[destination]]\n{d}\n"));
+    }
+    let p = env.path("nightly.toml");
+    write(&p, text.as_bytes());
+    p
+}
+
+#[test]
+fn a_nightly_set_goes_to_every_destination_a_failed_one_is_named_and_caught_up_and_retention_applies_to_all() {
+    let env = Env::new();
+    let (primary, usb, offsite) = (env.repo(), env.path("usb"), env.path("offsite"));
+    let src = env.path("src");
+    source(&src, 3);
+    env.init();
+    // The USB destination has its own password (from a file); the offsite one, another one
+    // from a command, and it is not there yet (an unmounted drive).
+    let usb_pw = env.path("usb.pw");
+    write(&usb_pw, format!("{DEST_PASSWORD}\n").as_bytes());
+    let usb_def = format!("repo = {:?}\npassword_file = {:?}", usb.display().to_string(), usb_pw.display().to_string());
+    let offsite_def = format!("repo = {:?}\npassword_command = \"echo offsite-secret\"", offsite.display().to_string());
+    let def = definition(&env, &src, &[usb_def, offsite_def], 2);
+    ok(&env, &["init", "--repo", usb.to_str().unwrap(), "--from-repo", primary.to_str().unwrap()]);
+
+    let o = env.run(&["backup", "--repo", primary.to_str().unwrap(), "--set", def.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("destination {}", offsite.display())), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("backup --json");
+    let failed = report["destinations_failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["repo"], offsite.display().to_string());
+    // The primary set is committed and already on the USB destination.
+    let first = report["set"].as_str().unwrap().to_string();
+    assert_eq!(source_set_ids(&env, &primary), vec![first.clone()]);
+    assert_eq!(set_ids(&env, &usb), vec![first.clone()]);
+
+    // The drive is back: the next night catches it up with both sets.
+    let o = cmd(&env, &["init", "--repo", offsite.to_str().unwrap(), "--from-repo", primary.to_str().unwrap()])
+        .env("COFFER_PASSWORD", "offsite-secret")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    write(&src.join("docs/night2.txt"), b"the second night");
+    let second = env.backup_json(&["--set", def.to_str().unwrap()]);
+    assert!(second["destinations_failed"].as_array().unwrap().is_empty(), "{second}");
+    let all = source_set_ids(&env, &primary);
+    assert_eq!(all.len(), 2);
+    assert_eq!(set_ids(&env, &usb), all);
+    let offsite_sets = |env: &Env| {
+        let o = cmd(env, &["sets", "--repo", offsite.to_str().unwrap(), "--json"])
+            .env("COFFER_PASSWORD", "offsite-secret")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        ids_of(&String::from_utf8(o.stdout).unwrap())
+    };
+    assert_eq!(offsite_sets(&env), all);
+    let out = env.path("from-offsite");
+    let o = cmd(&env, &["restore", "--repo", offsite.to_str().unwrap(), "latest", "--target", out.to_str().unwrap()])
+        .env("COFFER_PASSWORD", "offsite-secret")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&src, &out.join("files"));
+
+    // A third night, then the retention policy (keep 2) on the primary and both destinations.
+    write(&src.join("docs/night3.txt"), b"the third night");
+    env.backup_json(&["--set", def.to_str().unwrap()]);
+    let text =
+        env.ok(&["forget", "--repo", primary.to_str().unwrap(), "--set", def.to_str().unwrap(), "--prune", "--json"]);
+    let forgot: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(forgot["forget"]["removed"], 1, "{forgot}");
+    let dests = forgot["destinations"].as_array().unwrap();
+    assert_eq!(dests.len(), 2, "{forgot}");
+    assert!(dests.iter().all(|d| d["forget"]["removed"] == 1), "{forgot}");
+    let kept = source_set_ids(&env, &primary);
+    assert_eq!(kept.len(), 2);
+    assert_eq!(set_ids(&env, &usb), kept);
+    assert_eq!(offsite_sets(&env), kept);
+    // The next night does not bring the forgotten set back to the destinations.
+    write(&src.join("docs/night4.txt"), b"the fourth night");
+    env.backup_json(&["--set", def.to_str().unwrap()]);
+    assert_eq!(set_ids(&env, &usb).len(), 3);
+    assert!(!set_ids(&env, &usb).contains(&all[0]), "a forgotten set came back");
+    let (code, msg) = verify_dest(&env, &usb, &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
 }

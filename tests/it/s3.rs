@@ -22,6 +22,8 @@ impl S3Env {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = coffer_cmd();
         c.args(args).env("COFFER_CACHE_DIR", self.env.path("cache")).env_remove("COFFER_REPO");
+        // A copy's source has the same password as every repository here.
+        c.env("COFFER_FROM_PASSWORD", PASSWORD);
         self.garage.env(&mut c);
         c
     }
@@ -365,4 +367,55 @@ fn a_set_definition_names_the_credentials_profile_that_opens_the_bucket() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("access denied"), "{}", stderr(&o));
+}
+
+#[test]
+fn s3_copies_local_to_bucket_and_back_and_a_bucket_destination_is_offsite() {
+    let s = S3Env::new(Garage::single());
+    let (local, back) = (s.env.repo(), s.env.path("back"));
+    let url = s.garage.url(0, "offsite/alfresco");
+    let src = s.env.path("src");
+    source(&src, 5);
+    s.ok(&["init", "--repo", local.to_str().unwrap()]);
+    s.ok(&["init", "--repo", &url, "--from-repo", local.to_str().unwrap()]);
+    let def = s.env.path("nightly.toml");
+    write(
+        &def,
+        format!(
+            "name = \"nightly\"\n\n[[component]]\nname = \"files\"\nkind = \"directory\"\npath = {:?}\n\n[[destination]]\nrepo = {url:?}\n",
+            src.display().to_string()
+        )
+        .as_bytes(),
+    );
+    // The nightly job: the set goes to the local repository, then to the bucket; the bucket
+    // is off this machine's disks, so no same-filesystem warning.
+    let o = s.run(&["backup", "--repo", local.to_str().unwrap(), "--set", def.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("same filesystem"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("destination {url}: 1 set(s) copied")), "{}", stderr(&o));
+    write(&src.join("docs/new.txt"), b"night two");
+    s.ok(&["backup", "--repo", local.to_str().unwrap(), src.to_str().unwrap(), "--name", "nightly"]);
+    // local -> S3 by hand: only the new set, only its new chunks.
+    let copy = |from: &str, to: &str| -> serde_json::Value {
+        let o = s.run(&["copy", "--from", from, "--to", to, "--json"]);
+        assert!(o.status.success(), "copy {from} -> {to}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).expect("copy --json")
+    };
+    let second = copy(local.to_str().unwrap(), &url);
+    assert_eq!(second["sets_copied"].as_array().unwrap().len(), 1, "{second}");
+    assert!(second["bytes_sent"].as_u64().unwrap() < 1_000_000, "{second}");
+    assert_eq!(copy(local.to_str().unwrap(), &url)["bytes_sent"], 0);
+    let target = s.env.path("from-bucket");
+    s.ok(&["restore", "--repo", &url, "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &target.join("src"));
+
+    // S3 -> local: a third repository made from the bucket's.
+    s.ok(&["init", "--repo", back.to_str().unwrap(), "--from-repo", &url]);
+    let back_copy = copy(&url, back.to_str().unwrap());
+    assert_eq!(back_copy["sets_copied"].as_array().unwrap().len(), 2, "{back_copy}");
+    let target = s.env.path("from-back");
+    s.ok(&["restore", "--repo", back.to_str().unwrap(), "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &target.join("src"));
+    s.ok(&["verify", "--repo", back.to_str().unwrap(), "--read-data"]);
+    s.ok(&["verify", "--repo", &url, "--read-data"]);
 }

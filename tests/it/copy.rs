@@ -206,6 +206,9 @@ fn a_copy_killed_at_random_moments_leaves_both_repositories_valid_and_the_rerun_
     ok(&env, &["init", "--repo", r2.to_str().unwrap(), "--from-repo", r1.to_str().unwrap()]);
     ok(&env, &["init", "--repo", fresh.to_str().unwrap(), "--from-repo", r1.to_str().unwrap()]);
     let full = copy_json(&env, &r1, &fresh, &[]);
+    // Kill moments spread over as long as a whole copy took on this machine just now (a
+    // loaded machine copies slower; fixed delays would then all fall before the first pack).
+    let span_ms = ((full["duration_s"].as_f64().unwrap() * 1000.0) as u64).max(50);
 
     let mut rng = 0xc0c0_u64;
     for round in 0..12 {
@@ -215,7 +218,7 @@ fn a_copy_killed_at_random_moments_leaves_both_repositories_valid_and_the_rerun_
             .spawn()
             .unwrap();
         // The fault injected is the kill itself, at an arbitrary moment of the run.
-        std::thread::sleep(std::time::Duration::from_millis(next(&mut rng) % 300));
+        std::thread::sleep(std::time::Duration::from_millis(next(&mut rng) % span_ms));
         let _ = child.kill();
         child.wait().unwrap();
         let (code, msg) = verify_dest(&env, &r2, &[]);
@@ -225,8 +228,8 @@ fn a_copy_killed_at_random_moments_leaves_both_repositories_valid_and_the_rerun_
     }
     let rest = copy_json(&env, &r1, &r2, &[]);
     assert_eq!(source_set_ids(&env, &r1), set_ids(&env, &r2), "{rest}");
-    // What arrived before the kills was not sent again.
-    assert!(rest["bytes_sent"].as_u64().unwrap() < full["bytes_sent"].as_u64().unwrap(), "{rest} vs {full}");
+    // (That a rerun does not send again what arrived is shown without timing by
+    // `a_copy_killed_after_its_first_pack_resends_nothing_that_arrived`.)
     let (code, msg) = verify_dest(&env, &r2, &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
     let (code, msg) = env.verify(&r1, &["--read-data"]);

@@ -47,57 +47,13 @@ isolate_env
 
 # --------------------------------------------------------------------------- Garage
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-S3_PORT=$(free_port) RPC_PORT=$(free_port) ADMIN_PORT=$(free_port)
-G=$WORK/garage
-cat >"$G/garage.toml" <<EOF
-metadata_dir = "$G/meta"
-data_dir = "$G/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$RPC_PORT"
-rpc_public_addr = "127.0.0.1:$RPC_PORT"
-rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$S3_PORT"
-[admin]
-api_bind_addr = "127.0.0.1:$ADMIN_PORT"
-EOF
-gcli() { "$GARAGE" -c "$G/garage.toml" "$@"; }
-"$GARAGE" -c "$G/garage.toml" server >"$LOG/garage.log" 2>&1 &
-GARAGE_PID=$!
-trap 'kill "$GARAGE_PID" 2>/dev/null || true' EXIT
-for _ in $(seq 300); do gcli status >/dev/null 2>&1 && break; sleep 0.1; done
-gcli status >/dev/null || die "garage did not start (see $LOG/garage.log)"
-NODE=$(gcli node id -q | cut -d@ -f1)
-gcli layout assign -z dc1 -c 100G "$NODE" >/dev/null
-gcli layout apply --version 1 >/dev/null
-KEY=$(gcli key create bench)
-export AWS_ACCESS_KEY_ID=$(awk -F': *' '/Key ID/ {print $2}' <<<"$KEY")
-export AWS_SECRET_ACCESS_KEY=$(awk -F': *' '/Secret key/ {print $2}' <<<"$KEY")
-export AWS_DEFAULT_REGION=garage
-for t in "${TOOL_LIST[@]}"; do
-  gcli bucket create "bench-$t" >/dev/null
-  gcli bucket allow --read --write --owner "bench-$t" --key bench >/dev/null
-done
+# shellcheck source=garage.sh
+source "$HERE/garage.sh"
+buckets=()
+for t in "${TOOL_LIST[@]}"; do buckets+=("bench-$t"); done
+start_garage "${buckets[@]}"
 
 repo() { echo "s3:http://127.0.0.1:$S3_PORT/bench-$1/repo"; }
-RESTIC_S3=(-o s3.region=garage -o s3.bucket-lookup=path)
-
-# Total S3 requests Garage has answered so far.
-requests() {
-  curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" |
-    awk '/^api_s3_request_counter/ { n += $NF } END { printf "%d\n", n }'
-}
-# counted KEY CMD...: measure, and record the requests made in $MET/KEY.req.
-counted() {
-  local key=$1 before
-  before=$(requests)
-  measure "$@"
-  echo $(($(requests) - before)) >"$MET/$key.req"
-}
-bucket_bytes() { gcli bucket info "bench-$1" | awk '/^Size/ {print; exit}'; }
 
 backup() {
   local tool=$1 phase=$2 r
@@ -106,7 +62,7 @@ backup() {
     coffer) counted "$tool-$phase" "$COFFER" backup --repo "$r" --json "$SRC" ;;
     restic) counted "$tool-$phase" restic "${RESTIC_S3[@]}" backup --repo "$r" -q "$SRC" ;;
   esac
-  bucket_bytes "$tool" >"$MET/$tool-$phase.size"
+  bucket_bytes "bench-$tool" >"$MET/$tool-$phase.size"
 }
 
 restore() {

@@ -6,8 +6,9 @@
 //! its trees and its chunk ids in both, and only the blobs the destination lacks travel.
 //!
 //! Invariants:
-//! - Every blob read from the source is checked against its id ([`Repo::read_entry`]) before
-//!   it is stored in the destination, sealed afresh under the destination's key.
+//! - Every blob read from the source is opened and checked against its id before it is
+//!   stored in the destination, sealed afresh under the destination's key; its zstd frame
+//!   travels as it is (no second compression).
 //! - The write order is backup's: packs durable and indexed, index objects, then the
 //!   manifest (its exact bytes, so the id stays). A copy killed at any moment leaves no set
 //!   in the destination; the packs it made durable are adopted by the next run, whose blobs
@@ -258,9 +259,24 @@ impl Walk<'_> {
             if !self.sink.claim_missing(&id)? {
                 return Ok(());
             }
-            let raw = self.from.read_chunk(&id)?;
-            crate::repo::check_claim(c, raw.len(), "copy")?;
-            self.sink.store_claimed(BlobKind::Data, id, &raw).map(|_| ())
+            self.chunk(c, id)
         })
+    }
+
+    /// Copies one chunk: opened with the source's key, checked against its id and the length
+    /// its tree claims, and stored with its compression as it is (sealed with the
+    /// destination's key): a copy does not compress again.
+    fn chunk(&self, c: &ChunkRef, id: ChunkId) -> Result<()> {
+        let from = self.from;
+        let loc = from.index()?.lookup(&id)?.ok_or_else(|| {
+            Error::NotFound(format!("chunk {} is not in the source's index (repository damaged?)", id.short()))
+        })?;
+        let e = &loc.entry;
+        crate::repo::check_claim(c, e.raw_len as usize, "copy")?;
+        let path = from.pack_object(&loc.pack);
+        let stored = from.read_pack_range(&loc.pack, e.offset, e.offset + e.stored_len as u64)?;
+        let opened = crate::pack::open_blob(&path, e, &stored, &from.cipher)?;
+        crate::pack::decode_opened(&path, e, std::borrow::Cow::Borrowed(&opened), &from.hasher)?;
+        self.sink.store_compressed(BlobKind::Data, id, e.compression, opened, e.raw_len).map(|_| ())
     }
 }

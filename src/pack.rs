@@ -254,17 +254,33 @@ pub fn decode_blob(
     hasher: &crate::chunker::Hasher,
     cipher: &Cipher,
 ) -> Result<Vec<u8>> {
+    let opened = open_blob(path, e, stored, cipher)?;
+    decode_opened(path, e, opened, hasher)
+}
+
+/// A stored blob's bytes opened (still compressed as its entry says), or an error naming the
+/// chunk when it does not authenticate. In the clear, the stored bytes as they are.
+pub fn open_blob<'a>(path: &Path, e: &Entry, stored: &'a [u8], cipher: &Cipher) -> Result<Cow<'a, [u8]>> {
     // Opening copies the ciphertext once; a raw blob's opened bytes are its result as they
     // are, so restore copies each incompressible byte once, not twice.
-    let stored: Cow<'_, [u8]> = match cipher {
+    Ok(match cipher {
         Cipher::None => Cow::Borrowed(stored),
         _ => Cow::Owned(cipher.open(&blob_ad(e.kind as u8, e.id.as_bytes()), stored).ok_or_else(|| {
             Error::corrupt(path, e.offset, format!("chunk {}: does not authenticate (damaged)", e.id.short()))
         })?),
-    };
+    })
+}
+
+/// An opened blob's raw bytes, checked against its entry's length and id.
+pub fn decode_opened(
+    path: &Path,
+    e: &Entry,
+    opened: Cow<'_, [u8]>,
+    hasher: &crate::chunker::Hasher,
+) -> Result<Vec<u8>> {
     let raw = match e.compression {
-        Compression::None => stored.into_owned(),
-        Compression::Zstd => zstd::bulk::decompress(&stored, e.raw_len as usize)
+        Compression::None => opened.into_owned(),
+        Compression::Zstd => zstd::bulk::decompress(&opened, e.raw_len as usize)
             .map_err(|err| Error::corrupt(path, e.offset, format!("chunk {}: zstd: {err}", e.id.short())))?,
     };
     if raw.len() != e.raw_len as usize {

@@ -202,13 +202,27 @@ impl<'a> Sink<'a> {
     /// the stored bytes it added.
     pub fn store_claimed(&self, kind: BlobKind, id: ChunkId, raw: &[u8]) -> Result<u64> {
         let (compression, stored) = pack::compress(raw, self.level);
+        self.store_compressed(kind, id, compression, stored, raw.len() as u32)
+    }
+
+    /// Stores a claimed blob already compressed as `compression` says (a copy keeps the
+    /// source's zstd frame: only sealing differs between two repositories), checked by the
+    /// caller against `id`. Returns the stored bytes it added.
+    pub fn store_compressed(
+        &self,
+        kind: BlobKind,
+        id: ChunkId,
+        compression: Compression,
+        bytes: std::borrow::Cow<'_, [u8]>,
+        raw_len: u32,
+    ) -> Result<u64> {
         // Sealed here, on the worker threads, not by the single pack writer.
-        let stored = pack::seal_blob(&self.repo.cipher, &id, kind, stored);
+        let stored = pack::seal_blob(&self.repo.cipher, &id, kind, bytes);
         let n = stored.len() as u64;
         self.counters.chunks_new.fetch_add(1, Relaxed);
-        self.counters.raw_new.fetch_add(raw.len() as u64, Relaxed);
+        self.counters.raw_new.fetch_add(raw_len as u64, Relaxed);
         self.counters.stored_new.fetch_add(n, Relaxed);
-        let blob = Blob { id, kind, compression, stored, raw_len: raw.len() as u32 };
+        let blob = Blob { id, kind, compression, stored, raw_len };
         self.tx.send(blob).map_err(|_| Error::Failed("the pack writer stopped".into()))?;
         Ok(n)
     }

@@ -376,3 +376,26 @@ fn a_nightly_set_goes_to_every_destination_a_failed_one_is_named_and_caught_up_a
     let (code, msg) = verify_dest(&env, &usb, &["--read-data"]);
     assert_eq!(code, Some(0), "{msg}");
 }
+
+#[test]
+fn a_damaged_blob_in_the_source_stops_the_copy_naming_it_and_commits_nothing() {
+    let env = Env::new();
+    let (r1, r2) = (env.repo(), env.path("second"));
+    let src = env.path("src");
+    write(&src.join("one.bin"), &bytes(11, 6 * 1024 * 1024));
+    // In the clear, so the flipped byte lands in a chunk's bytes, not in a seal.
+    env.init_clear();
+    env.backup_json(&[src.to_str().unwrap()]);
+    ok(&env, &["init", "--repo", r2.to_str().unwrap(), "--from-repo", r1.to_str().unwrap()]);
+    let pack = pack_files(&r1).into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let mut data = std::fs::read(&pack).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x40;
+    std::fs::write(&pack, &data).unwrap();
+    let o = run(&env, &["copy", "--from", r1.to_str().unwrap(), "--to", r2.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not match its id") && stderr(&o).contains("chunk"), "{}", stderr(&o));
+    assert!(set_ids(&env, &r2).is_empty(), "a set was committed from damaged data");
+    let (code, msg) = verify_dest(&env, &r2, &["--read-data"]);
+    assert_eq!(code, Some(0), "{msg}");
+}

@@ -4,6 +4,8 @@ use super::output::{bytes, line};
 use super::{json_line, notify, open};
 use anyhow::Result;
 use coffer::crypto::password::Source;
+use coffer::repo::Repo;
+use coffer::storage::Location;
 use std::path::PathBuf;
 
 /// Where the source repository's password comes from: `--from-password-file`,
@@ -26,6 +28,22 @@ impl FromPassword {
             (None, None) => Source::from_env_prefixed("COFFER_FROM"),
         }
     }
+}
+
+/// Opens the source and the destination: at once when neither asks on the terminal, since
+/// each open is mostly its key derivation (0.5 s by design), which is most of a nightly copy.
+fn open_both(from: &Location, from_pw: &Source, to: &super::RepoArg) -> Result<(Repo, Repo)> {
+    let open_src = || Repo::open_at(from, &coffer::filecache::cache_root(), from_pw);
+    let prompts = |s: &Source| matches!(s, Source::Prompt | Source::PromptFrom);
+    if prompts(from_pw) || prompts(&to.password()) {
+        return Ok((open_src()?, open(to)?));
+    }
+    std::thread::scope(|scope| {
+        let src = scope.spawn(open_src);
+        let dst = open(to);
+        let src = src.join().map_err(|_| anyhow::anyhow!("opening {from} panicked"))?;
+        Ok((src?, dst?))
+    })
 }
 
 #[derive(clap::Args)]
@@ -55,8 +73,7 @@ pub struct CopyArgs {
 impl CopyArgs {
     pub fn run(self) -> Result<i32> {
         let CopyArgs { from, from_password, to, name, latest, json, sets } = self;
-        let src = coffer::repo::Repo::open_at(&from, &coffer::filecache::cache_root(), &from_password.source())?;
-        let dst = open(&to.repo_arg())?;
+        let (src, dst) = open_both(&from, &from_password.source(), &to.repo_arg())?;
         let notify = notify();
         let select = coffer::copy::Selection { sets, name, latest, catch_up: false };
         let r = coffer::copy::copy(&src, &dst, &select, &mut |m| notify(m))?;

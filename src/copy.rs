@@ -79,9 +79,11 @@ pub fn copy(from: &Repo, to: &Repo, select: &Selection, notify: &mut dyn FnMut(S
         notify(format!("{}: indexed {adopted} pack(s) left by an interrupted run", to.storage.location()));
     }
     let wanted = select_sets(from, select)?;
-    let mut present = to.set_ids()?;
-    // Committed destination sets, to skip the subtrees a new set shares with them.
-    let mut committed: Vec<(SetId, Manifest)> = to.list_sets()?;
+    // One listing of the destination: the sets it holds (a damaged manifest is still there,
+    // and copying over it is `verify`'s call, not ours), and those that read, whose
+    // subtrees a new set may share.
+    let (mut committed, damaged) = to.list_sets_checked()?;
+    let mut present: HashSet<SetId> = committed.iter().map(|(id, _)| *id).chain(damaged.iter().map(|d| d.id)).collect();
     let newest_there = |name: &str| {
         committed.iter().filter(|(_, m)| m.name == name).filter_map(|(_, m)| crate::clock::parse(&m.started).ok()).max()
     };
@@ -263,20 +265,11 @@ impl Walk<'_> {
         })
     }
 
-    /// Copies one chunk: opened with the source's key, checked against its id and the length
-    /// its tree claims, and stored with its compression as it is (sealed with the
-    /// destination's key): a copy does not compress again.
+    /// Copies one chunk: opened with the source's key, checked, and stored with its
+    /// compression as it is (sealed with the destination's key): a copy does not compress
+    /// again.
     fn chunk(&self, c: &ChunkRef, id: ChunkId) -> Result<()> {
-        let from = self.from;
-        let loc = from.index()?.lookup(&id)?.ok_or_else(|| {
-            Error::NotFound(format!("chunk {} is not in the source's index (repository damaged?)", id.short()))
-        })?;
-        let e = &loc.entry;
-        crate::repo::check_claim(c, e.raw_len as usize, "copy")?;
-        let path = from.pack_object(&loc.pack);
-        let stored = from.read_pack_range(&loc.pack, e.offset, e.offset + e.stored_len as u64)?;
-        let opened = crate::pack::open_blob(&path, e, &stored, &from.cipher)?;
-        crate::pack::decode_opened(&path, e, std::borrow::Cow::Borrowed(&opened), &from.hasher)?;
-        self.sink.store_compressed(BlobKind::Data, id, e.compression, opened, e.raw_len).map(|_| ())
+        let (e, opened) = self.from.read_file_chunk_opened(c, "copy")?;
+        self.sink.store_compressed(BlobKind::Data, id, e.compression, opened.into(), e.raw_len).map(|_| ())
     }
 }

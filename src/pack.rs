@@ -278,11 +278,35 @@ pub fn decode_opened(
     opened: Cow<'_, [u8]>,
     hasher: &crate::chunker::Hasher,
 ) -> Result<Vec<u8>> {
-    let raw = match e.compression {
-        Compression::None => opened.into_owned(),
-        Compression::Zstd => zstd::bulk::decompress(&opened, e.raw_len as usize)
-            .map_err(|err| Error::corrupt(path, e.offset, format!("chunk {}: zstd: {err}", e.id.short())))?,
-    };
+    match e.compression {
+        Compression::None => {
+            check_raw(path, e, &opened, hasher)?;
+            Ok(opened.into_owned())
+        }
+        Compression::Zstd => {
+            let raw = decompress(path, e, &opened)?;
+            check_raw(path, e, &raw, hasher)?;
+            Ok(raw)
+        }
+    }
+}
+
+/// Checks an opened blob against its entry's length and id without keeping its raw bytes
+/// (a copy sends the opened bytes on as they are).
+pub fn check_opened(path: &Path, e: &Entry, opened: &[u8], hasher: &crate::chunker::Hasher) -> Result<()> {
+    match e.compression {
+        Compression::None => check_raw(path, e, opened, hasher),
+        Compression::Zstd => check_raw(path, e, &decompress(path, e, opened)?, hasher),
+    }
+}
+
+fn decompress(path: &Path, e: &Entry, opened: &[u8]) -> Result<Vec<u8>> {
+    zstd::bulk::decompress(opened, e.raw_len as usize)
+        .map_err(|err| Error::corrupt(path, e.offset, format!("chunk {}: zstd: {err}", e.id.short())))
+}
+
+/// Fails, naming the chunk, unless `raw` has its entry's length and id.
+fn check_raw(path: &Path, e: &Entry, raw: &[u8], hasher: &crate::chunker::Hasher) -> Result<()> {
     if raw.len() != e.raw_len as usize {
         return Err(Error::corrupt(
             path,
@@ -290,10 +314,10 @@ pub fn decode_opened(
             format!("chunk {}: {} bytes, expected {}", e.id.short(), raw.len(), e.raw_len),
         ));
     }
-    if hasher.id(&raw) != e.id {
+    if hasher.id(raw) != e.id {
         return Err(Error::corrupt(path, e.offset, format!("chunk {}: content does not match its id", e.id.short())));
     }
-    Ok(raw)
+    Ok(())
 }
 
 /// The largest raw blob a salvage scan will try to decode (the chunker's largest maximum).

@@ -269,12 +269,34 @@ impl Repo {
     /// The catalog's length is compared before reading, and [`pack::decode_blob`] checks the
     /// decoded bytes against it. `file` names the file in the error.
     pub fn read_file_chunk(&self, c: &ChunkRef, file: &str) -> Result<Vec<u8>> {
+        let loc = self.locate_file_chunk(c, file)?;
+        self.read_entry(&loc.pack, &loc.entry)
+    }
+
+    /// A file's chunk as stored, opened and checked against its id and the length its tree
+    /// claims, but still compressed as its entry says: what a copy sends on. Returns the
+    /// entry with it.
+    pub fn read_file_chunk_opened(&self, c: &ChunkRef, file: &str) -> Result<(pack::Entry, Vec<u8>)> {
+        let loc = self.locate_file_chunk(c, file)?;
+        let e = loc.entry;
+        let stored = self.read_pack_range(&loc.pack, e.offset, e.offset + e.stored_len as u64)?;
+        let path = self.pack_object(&loc.pack);
+        let opened = match self.cipher {
+            Cipher::None => stored,
+            _ => pack::open_blob(&path, &e, &stored, &self.cipher)?.into_owned(),
+        };
+        pack::check_opened(&path, &e, &opened, &self.hasher)?;
+        Ok((e, opened))
+    }
+
+    /// Where a file's chunk is, its catalog length checked against the tree's claim.
+    fn locate_file_chunk(&self, c: &ChunkRef, file: &str) -> Result<crate::index::Location> {
         let id = c.chunk_id();
         let loc = self.index()?.lookup(&id)?.ok_or_else(|| {
             Error::NotFound(format!("{file}: chunk {} is not in the index (repository damaged?)", id.short()))
         })?;
         check_claim(c, loc.entry.raw_len as usize, file)?;
-        self.read_entry(&loc.pack, &loc.entry)
+        Ok(loc)
     }
 
     pub fn read_entry(&self, pack_id: &PackId, e: &pack::Entry) -> Result<Vec<u8>> {
@@ -418,11 +440,6 @@ impl Repo {
             ));
         }
         self.storage.put(Kind::Sets, &id.to_hex(), bytes)
-    }
-
-    /// The ids of the sets whose manifests are in the repository (read or not).
-    pub fn set_ids(&self) -> Result<std::collections::HashSet<SetId>> {
-        Ok(self.storage.list(Kind::Sets)?.iter().filter_map(|o| SetId::from_name(&o.name)).collect())
     }
 
     /// The chunk-id key and gear seed (from the master key, or from an unencrypted config):

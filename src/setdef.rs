@@ -58,26 +58,21 @@ impl DestinationDef {
 
     /// Where its password comes from (`primary`: the primary repository's own source).
     pub fn password(&self, primary: &crate::crypto::password::Source) -> crate::crypto::password::Source {
-        use crate::crypto::password::Source;
-        match (&self.password_file, &self.password_command) {
-            (Some(f), _) => Source::File(f.clone()),
-            (None, Some(c)) => Source::Command(c.clone()),
-            (None, None) => primary.clone(),
-        }
+        crate::crypto::password::Source::file_or_command(
+            self.password_file.clone(),
+            self.password_command.clone(),
+            || primary.clone(),
+        )
     }
 
     /// Not on the filesystem of any of `sources`: an object store, or a directory on another
     /// device (a missing directory counts as elsewhere only once it exists).
     pub fn is_elsewhere(&self, sources: &[(String, PathBuf)]) -> bool {
-        use std::os::unix::fs::MetadataExt;
         match self.location() {
             Ok(crate::storage::Location::S3(_)) => true,
-            Ok(crate::storage::Location::Local(p)) => match std::fs::metadata(&p) {
-                Ok(m) => {
-                    sources.iter().all(|(_, s)| std::fs::metadata(s).map(|sm| sm.dev() != m.dev()).unwrap_or(true))
-                }
-                Err(_) => false,
-            },
+            Ok(crate::storage::Location::Local(p)) => {
+                p.exists() && crate::backup::same_filesystem(&p, sources).is_empty()
+            }
             Err(_) => false,
         }
     }

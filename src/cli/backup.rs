@@ -218,8 +218,8 @@ pub fn copy_to_destinations(
     json: bool,
 ) -> Vec<(String, String)> {
     let mut failed = Vec::new();
+    let notify = notify();
     for d in &def.destinations {
-        let notify = notify();
         match coffer::copy::to_destination(primary, d, &def.name, password, &mut |m| notify(m)) {
             Ok(rep) if !json => eprintln!(
                 "coffer: destination {}: {} set(s) copied, {} sent",

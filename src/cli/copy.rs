@@ -22,11 +22,9 @@ pub struct FromPassword {
 
 impl FromPassword {
     pub fn source(&self) -> Source {
-        match (&self.from_password_file, &self.from_password_command) {
-            (Some(f), _) => Source::File(f.clone()),
-            (None, Some(c)) => Source::Command(c.clone()),
-            (None, None) => Source::from_env_prefixed("COFFER_FROM"),
-        }
+        Source::file_or_command(self.from_password_file.clone(), self.from_password_command.clone(), || {
+            Source::from_env_prefixed("COFFER_FROM")
+        })
     }
 }
 

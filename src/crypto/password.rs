@@ -47,10 +47,20 @@ impl Source {
 
     /// Flags first (`--password-file`, `--password-command`), then the environment.
     pub fn from_args(file: Option<PathBuf>, command: Option<String>) -> Source {
+        Source::file_or_command(file, command, Source::from_env)
+    }
+
+    /// A password file, else a command, else `otherwise` (the flags and variables of a
+    /// copy's source, a set definition's destination, …).
+    pub fn file_or_command(
+        file: Option<PathBuf>,
+        command: Option<String>,
+        otherwise: impl FnOnce() -> Source,
+    ) -> Source {
         match (file, command) {
             (Some(f), _) => Source::File(f),
             (None, Some(c)) => Source::Command(c),
-            (None, None) => Source::from_env(),
+            (None, None) => otherwise(),
         }
     }
 

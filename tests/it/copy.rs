@@ -47,15 +47,6 @@ fn verify_dest(env: &Env, repo: &Path, extra: &[&str]) -> (Option<i32>, String) 
     (o.status.code(), stderr(&o))
 }
 
-fn source(root: &Path, seed: u64) {
-    write(&root.join("big/a.bin"), &bytes(seed, 3 * 1024 * 1024 + 11));
-    write(&root.join("big/dump.sql"), "INSERT INTO alf_node VALUES (1, 'x');\n".repeat(30_000).as_bytes());
-    for i in 0..30 {
-        write(&root.join(format!("docs/{:02}/f{i}.bin", i % 5)), &bytes(seed * 100 + i, 500 + i as usize * 3000));
-    }
-    std::os::unix::fs::symlink("big/dump.sql", root.join("link")).unwrap();
-}
-
 /// The set ids of the destination `repo` (its password).
 fn set_ids(env: &Env, repo: &Path) -> Vec<String> {
     ids_of(&ok(env, &["sets", "--repo", repo.to_str().unwrap(), "--json"]))
@@ -76,7 +67,7 @@ fn a_copy_restores_byte_identical_sends_only_what_is_missing_and_keeps_set_ids()
     let env = Env::new();
     let (r1, r2) = (env.repo(), env.path("second"));
     let src = env.path("src");
-    source(&src, 1);
+    mixed_source(&src, 1);
     env.init();
     env.backup_json(&[src.to_str().unwrap()]);
     let first_state = snapshot(&src);
@@ -132,7 +123,7 @@ fn copy_refuses_a_destination_not_made_from_the_source_and_a_wrong_source_passwo
     let env = Env::new();
     let (r1, other) = (env.repo(), env.path("other"));
     let src = env.path("src");
-    source(&src, 2);
+    mixed_source(&src, 2);
     env.init();
     env.backup_json(&[src.to_str().unwrap()]);
     ok(&env, &["init", "--repo", other.to_str().unwrap()]);
@@ -302,7 +293,7 @@ fn a_nightly_set_goes_to_every_destination_a_failed_one_is_named_and_caught_up_a
     let env = Env::new();
     let (primary, usb, offsite) = (env.repo(), env.path("usb"), env.path("offsite"));
     let src = env.path("src");
-    source(&src, 3);
+    mixed_source(&src, 3);
     env.init();
     // The USB destination has its own password (from a file); the offsite one, another one
     // from a command, and it is not there yet (an unmounted drive).

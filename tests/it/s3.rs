@@ -59,16 +59,6 @@ fn finish(mut c: Child) -> (std::process::ExitStatus, String, String) {
     (c.wait().unwrap(), so, se)
 }
 
-/// A source tree with a few multi-chunk files and many small ones.
-fn source(root: &Path, seed: u64) {
-    write(&root.join("big/a.bin"), &bytes(seed, 5 * 1024 * 1024 + 17));
-    write(&root.join("big/b.sql"), "INSERT INTO alf_node VALUES (1, 'x');\n".repeat(40_000).as_bytes());
-    for i in 0..40 {
-        write(&root.join(format!("docs/{:02}/f{i}.bin", i % 7)), &bytes(seed * 100 + i, 1000 + i as usize * 2500));
-    }
-    std::os::unix::fs::symlink("big/b.sql", root.join("link")).unwrap();
-}
-
 fn sets_of(s: &S3Env, url: &str) -> Vec<serde_json::Value> {
     s.json(&["sets", "--repo", url, "--json"]).as_array().expect("sets array").clone()
 }
@@ -83,7 +73,7 @@ fn s3_round_trip_backup_restore_mount_dump_prune_verify_and_repair() {
     let s = S3Env::new(Garage::single());
     let url = s.garage.url(0, "prod/alfresco");
     let src = s.env.path("src");
-    source(&src, 1);
+    mixed_source(&src, 1);
     let created = s.ok(&["init", "--repo", &url]);
     assert!(created.contains(&url), "{created}");
     // A second init on the same prefix is refused, naming it.
@@ -207,7 +197,7 @@ fn s3_failures_name_the_endpoint_and_commit_nothing() {
     let mut s = S3Env::new(Garage::single());
     let url = s.garage.url(0, "r");
     let src = s.env.path("src");
-    source(&src, 2);
+    mixed_source(&src, 2);
     s.ok(&["init", "--repo", &url]);
     let endpoint = format!("http://127.0.0.1:{}", s.garage.nodes[0].s3_port);
 
@@ -335,7 +325,7 @@ fn a_set_definition_names_the_credentials_profile_that_opens_the_bucket() {
     let url = s.garage.url(0, "profiled");
     s.ok(&["init", "--repo", &url]);
     let src = s.env.path("src");
-    source(&src, 5);
+    mixed_source(&src, 5);
     let creds = s.env.path("aws-credentials");
     std::fs::write(
         &creds,
@@ -375,7 +365,7 @@ fn s3_copies_local_to_bucket_and_back_and_a_bucket_destination_is_offsite() {
     let (local, back) = (s.env.repo(), s.env.path("back"));
     let url = s.garage.url(0, "offsite/alfresco");
     let src = s.env.path("src");
-    source(&src, 5);
+    mixed_source(&src, 5);
     s.ok(&["init", "--repo", local.to_str().unwrap()]);
     s.ok(&["init", "--repo", &url, "--from-repo", local.to_str().unwrap()]);
     let def = s.env.path("nightly.toml");

@@ -116,6 +116,17 @@ impl Env {
     }
 }
 
+/// A source tree with a few multi-chunk files (random, and a compressible dump), many small
+/// ones in subdirectories, and a symlink.
+pub fn mixed_source(root: &Path, seed: u64) {
+    write(&root.join("big/a.bin"), &bytes(seed, 5 * 1024 * 1024 + 17));
+    write(&root.join("big/b.sql"), "INSERT INTO alf_node VALUES (1, 'x');\n".repeat(40_000).as_bytes());
+    for i in 0..40 {
+        write(&root.join(format!("docs/{:02}/f{i}.bin", i % 7)), &bytes(seed * 100 + i, 1000 + i as usize * 2500));
+    }
+    std::os::unix::fs::symlink("big/b.sql", root.join("link")).unwrap();
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
